@@ -1,0 +1,75 @@
+"""`kmsplan store ...`: create and look after the embedded key store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from kmsplan.errors import KmsplanError
+from kmsplan.store.layout import default_store_dir, init_store, parse_regions
+
+STORE_OPTION = click.option(
+    "--store", "store_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="Store folder (default: $KMSPLAN_STORE or ./.kmsplan).",
+)
+
+
+def open_store(store_dir: Path | None):
+    from kmsplan.store import KeyStore
+
+    return KeyStore.open(store_dir or default_store_dir())
+
+
+@click.group()
+def store() -> None:
+    """Create and inspect the embedded key store."""
+
+
+@store.command("init")
+@STORE_OPTION
+@click.option("--account", required=True, help="The AWS account id the store's keys belong to (12 digits).")
+@click.option("--regions", required=True, help="Comma-separated regions, one token each: eu-west-1,eu-central-1.")
+@click.option("--pkcs11-module", type=click.Path(dir_okay=False), default=None,
+              help="PKCS#11 library of another HSM (default: SoftHSM2, tokens created in the store folder).")
+@click.option("--admin", "administrator", default=None,
+              help="Principal ARN used when a command names none (default: the account root).")
+def init(store_dir: Path | None, account: str, regions: str, pkcs11_module: str | None,
+         administrator: str | None) -> None:
+    """Create a store: one token per region, the metadata database and the audit log."""
+    path = store_dir or default_store_dir()
+    config = init_store(path, account, parse_regions(regions), pkcs11_module, administrator)
+    click.echo(f"Created kmsplan store in {path} for account {config.account}")
+    for region in config.regions:
+        click.echo(f"  {region}: token kmsplan-{region}")
+    click.echo(f"Token PINs are in {path / 'pins.json'} (mode 0600). Back up the folder as a whole.")
+
+
+@store.command("check")
+@STORE_OPTION
+def check(store_dir: Path | None) -> None:
+    """Prove tokens and database agree: every key's material present, no unknown material."""
+    with open_store(store_dir) as opened:
+        problems = opened.check()
+    if problems:
+        for problem in problems:
+            click.echo(problem)
+        raise KmsplanError(f"{len(problems)} consistency problem(s) found", hint="restore the store from a backup")
+    click.echo("Store is consistent: every key has its material and every token object is known.")
+
+
+@store.command("info")
+@STORE_OPTION
+def info(store_dir: Path | None) -> None:
+    """Show the store's account, regions, PKCS#11 module and key counts (never PINs)."""
+    with open_store(store_dir) as opened:
+        config = opened.config
+        summary = {
+            "path": str(config.path),
+            "account": config.account,
+            "administrator": config.administrator,
+            "pkcs11_module": config.pkcs11_module,
+            "regions": {region: len(opened.meta.keys_in(region)) for region in config.regions},
+        }
+    click.echo(json.dumps(summary, indent=2, sort_keys=True))

@@ -1,0 +1,149 @@
+"""The audit log: one JSON line per API call, hash-chained, shared safely by every process.
+
+Records use CloudTrail's field names where they exist (eventTime, eventName, awsRegion,
+userIdentity.arn, requestParameters, errorCode), so log tooling that reads CloudTrail reads these.
+Each record carries `seq`, the previous record's hash and its own hash (SHA-256 over the
+previous hash and the record's canonical JSON): editing, removing or reordering a record breaks
+the chain at that record. A separate head file keeps the last seq and hash, so cutting records
+off the end is caught too.
+
+Only allow-listed request parameters are recorded: plaintext, data keys, messages, signatures,
+MACs, ciphertext and grant tokens never reach the log.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+GENESIS = "0" * 64
+_HEAD_SIZE = 96
+
+# Request parameters that are safe and useful to log (everything else is dropped).
+RECORDED_PARAMETERS = (
+    "KeyId", "GrantId", "AliasName", "TargetKeyId", "KeySpec", "KeyUsage", "CustomerMasterKeySpec",
+    "EncryptionContext", "EncryptionAlgorithm", "SigningAlgorithm", "MacAlgorithm", "MessageType",
+    "NumberOfBytes", "PendingWindowInDays", "RotationPeriodInDays", "ReplicaRegion", "PrimaryRegion",
+    "Description", "MultiRegion", "Origin", "GranteePrincipal", "RetiringPrincipal", "Operations", "Name",
+    "TagKeys", "Constraints", "SourceKeyId", "DestinationKeyId", "SourceEncryptionContext",
+    "DestinationEncryptionContext", "SourceEncryptionAlgorithm", "DestinationEncryptionAlgorithm",
+    "KeyPairSpec", "PolicyName", "BypassPolicyLockoutSafetyCheck", "Limit", "IncludeKeyMaterial",
+)
+
+
+def _canonical(record: dict) -> bytes:
+    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _chain_hash(previous: str, record: dict) -> str:
+    return hashlib.sha256(previous.encode() + _canonical(record)).hexdigest()
+
+
+def request_parameters(params: dict) -> dict:
+    """The loggable subset of a request's parameters (tags are logged by key only)."""
+    recorded = {name[0].lower() + name[1:]: params[name] for name in RECORDED_PARAMETERS if name in params}
+    if isinstance(params.get("Tags"), list):
+        recorded["tagKeys"] = [tag.get("TagKey") for tag in params["Tags"] if isinstance(tag, dict)]
+    if "Policy" in params and isinstance(params["Policy"], str):
+        recorded["policySha256"] = hashlib.sha256(params["Policy"].encode()).hexdigest()
+    return recorded
+
+
+@dataclass(frozen=True)
+class ChainBreak:
+    """Where the chain first fails, and why."""
+
+    line: int
+    seq: int | None
+    reason: str
+
+
+class AuditLog:
+    """Appends records under an exclusive lock; caches the chain head between appends."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.head_path = path.with_name(path.name + ".head")
+        self._lock = threading.Lock()
+        self._fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
+        self._head_fd = os.open(self.head_path, os.O_RDWR | os.O_CREAT, 0o640)
+        self._size = -1
+        self._seq = 0
+        self._hash = GENESIS
+
+    def close(self) -> None:
+        os.close(self._fd)
+        os.close(self._head_fd)
+
+    def append(self, event: dict) -> dict:
+        """Chain and write one record; returns it with seq and hashes filled in."""
+        with self._lock:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            try:
+                size = os.fstat(self._fd).st_size
+                if size != self._size:
+                    self._seq, self._hash = self._read_head()
+                record = {**event, "seq": self._seq + 1, "prevHash": self._hash}
+                record["hash"] = _chain_hash(self._hash, record)
+                line = _canonical(record) + b"\n"
+                os.write(self._fd, line)
+                self._seq, self._hash = record["seq"], record["hash"]
+                self._size = size + len(line)
+                os.pwrite(self._head_fd, f"{self._seq} {self._hash}".ljust(_HEAD_SIZE).encode(), 0)
+                return record
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def _read_head(self) -> tuple[int, str]:
+        raw = os.pread(self._head_fd, _HEAD_SIZE, 0).decode(errors="replace").split()
+        if len(raw) == 2 and raw[0].isdigit():
+            return int(raw[0]), raw[1]
+        return 0, GENESIS
+
+    # -- reading ----------------------------------------------------------------------------
+    def records(self) -> Iterator[dict]:
+        """Every readable record in order (unparseable lines are skipped; `verify` reports them)."""
+        with open(self.path, "rb") as handle:
+            for raw in handle:
+                try:
+                    yield json.loads(raw)
+                except ValueError:
+                    continue
+
+    def verify(self) -> tuple[int, ChainBreak | None]:
+        """Walk the chain: (records checked, first break or None)."""
+        previous, expected_seq, count = GENESIS, 1, 0
+        with open(self.path, "rb") as handle:
+            for line_number, raw in enumerate(handle, start=1):
+                try:
+                    record = json.loads(raw)
+                    claimed = record.pop("hash")
+                except (ValueError, KeyError, AttributeError):
+                    return count, ChainBreak(line_number, None, "the line is not a valid audit record (altered)")
+                seq = record.get("seq")
+                if seq != expected_seq:
+                    what = "removed" if isinstance(seq, int) and seq > expected_seq else "reordered or duplicated"
+                    return count, ChainBreak(line_number, seq, f"expected record {expected_seq}, found {seq}: "
+                                                               f"records {what}")
+                if record.get("prevHash") != previous:
+                    return count, ChainBreak(line_number, seq, "the previous-hash link is broken (reordered)")
+                if _chain_hash(previous, record) != claimed:
+                    return count, ChainBreak(line_number, seq, "the record's content was altered")
+                previous, expected_seq, count = claimed, expected_seq + 1, count + 1
+        head_seq, head_hash = self._read_head()
+        if head_seq > count or (head_seq == count and count and head_hash != previous):
+            return count, ChainBreak(count + 1, count + 1, f"records {count + 1}..{head_seq} were removed from "
+                                                           "the end of the log")
+        return count, None
+
+
+def event_time(moment: datetime) -> str:
+    """CloudTrail's eventTime format: second precision, UTC, trailing Z."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,132 @@
+"""What every operation handler shares: the registry, the `Call` it receives, key resolution and
+the key-state rules of AWS KMS.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from kmsplan.errors import KMSError
+from kmsplan.store.keystore import KeyStore, KeyView
+
+_KEY_ID = re.compile(r"^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32})$")
+_KEY_ARN = re.compile(r"^arn:aws:kms:([a-z0-9-]+):(\d{12}):(key|alias)/(.+)$")
+
+# Key states in which an operation category may run, and the error every other state gets.
+CRYPTO, MANAGE, ANY, PENDING = "crypto", "manage", "any", "pending"
+_PENDING_STATES = ("PendingDeletion", "PendingReplicaDeletion")
+
+
+@dataclass(frozen=True)
+class Operation:
+    name: str
+    handler: Callable[["Call"], dict]
+    required: tuple[str, ...]
+    optional: tuple[str, ...]
+
+
+OPERATIONS: dict[str, Operation] = {}
+
+
+def operation(name: str, required: tuple[str, ...] = (), optional: tuple[str, ...] = ()):
+    """Register a handler for the AWS KMS operation `name` with its parameter names."""
+
+    def register(handler: Callable[["Call"], dict]) -> Callable[["Call"], dict]:
+        OPERATIONS[name] = Operation(name, handler, required, optional)
+        return handler
+
+    return register
+
+
+@dataclass
+class Call:
+    """One request in flight: who asks, where, with what; handlers add the keys they touch."""
+
+    store: KeyStore
+    region: str
+    principal: str
+    operation: str
+    params: dict
+    via_service: str | None = None
+    resources: list[str] = field(default_factory=list)
+
+    @property
+    def account(self) -> str:
+        return self.store.config.account
+
+    def now_ts(self) -> float:
+        return self.store.now().timestamp()
+
+    def key(self, param: str = "KeyId", *, state: str = MANAGE, allow_alias: bool = True,
+            region: str | None = None) -> KeyView:
+        """Resolve a key id, key ARN, alias name or alias ARN; check the key's state for `state`."""
+        view = resolve(self.store, region or self.region, self.params[param], allow_alias=allow_alias)
+        self.resources.append(view.record.arn)
+        check_state(view, state)
+        return view
+
+
+def resolve(store: KeyStore, region: str, reference: str, *, allow_alias: bool = True) -> KeyView:
+    """Find the key a KeyId parameter names, in `region`; NotFoundException otherwise (as AWS)."""
+    key_id = reference
+    match = _KEY_ARN.match(reference)
+    if match:
+        arn_region, account, kind, rest = match.groups()
+        if arn_region != region or account != store.config.account:
+            raise KMSError("NotFoundException", f"Key '{reference}' does not exist")
+        key_id = rest if kind == "key" else f"alias/{rest}"
+    elif reference.startswith("arn:"):
+        raise KMSError("NotFoundException", f"Invalid arn {reference!r}")
+    if key_id.startswith("alias/"):
+        if not allow_alias:
+            raise KMSError("NotFoundException", f"Alias {key_id!r} cannot be used here: give a key id or key ARN")
+        target = store.meta.alias_target(region, key_id)
+        if target is None:
+            raise KMSError("NotFoundException", f"Alias arn:aws:kms:{region}:{store.config.account}:{key_id} is "
+                                                "not found.")
+        key_id = target
+    elif not _KEY_ID.match(key_id):
+        raise KMSError("NotFoundException", f"Invalid keyId '{reference}'")
+    view = store.view(region, key_id)
+    if view is None:
+        raise KMSError("NotFoundException",
+                       f"Key 'arn:aws:kms:{region}:{store.config.account}:key/{key_id}' does not exist")
+    return view
+
+
+def check_state(view: KeyView, category: str) -> None:
+    """AWS's key-state table, reduced to four categories of operation."""
+    state, arn = view.record.state, view.record.arn
+    if category == ANY:
+        return
+    if category == PENDING:
+        if state not in _PENDING_STATES:
+            raise KMSError("KMSInvalidStateException", f"{arn} is {state} and is not pending deletion.")
+        return
+    if state in _PENDING_STATES:
+        raise KMSError("KMSInvalidStateException", f"{arn} is pending deletion.")
+    if state != "Enabled" and state != "Disabled":
+        raise KMSError("KMSInvalidStateException", f"{arn} is {state}.")
+    if category == CRYPTO and state == "Disabled":
+        raise KMSError("DisabledException", f"{arn} is disabled.")
+
+
+def page(items: list, params: dict, marker_of: Callable[[object], str]) -> tuple[list, dict]:
+    """AWS pagination: Limit (1-1000, default 100) and an opaque Marker."""
+    from kmsplan.store.params import in_range
+
+    limit = in_range("Limit", params.get("Limit", 100), 1, 1000)
+    start = 0
+    if "Marker" in params:
+        markers = [marker_of(item) for item in items]
+        if params["Marker"] not in markers:
+            raise KMSError("InvalidMarkerException", "The request was rejected because the marker is not valid")
+        start = markers.index(params["Marker"])
+    chunk = items[start : start + limit]
+    more = start + limit < len(items)
+    extra = {"Truncated": more}
+    if more:
+        extra["NextMarker"] = marker_of(items[start + limit])
+    return chunk, extra
