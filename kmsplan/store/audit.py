@@ -20,7 +20,7 @@ import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 GENESIS = "0" * 64
@@ -38,8 +38,13 @@ RECORDED_PARAMETERS = (
 )
 
 
+_LOGGED_NAMES = {name: name[0].lower() + name[1:] for name in RECORDED_PARAMETERS}
+
+
 def _canonical(record: dict) -> bytes:
-    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    """Compact JSON in the record's own key order (json.loads keeps that order, so `verify`
+    reproduces these exact bytes without sorting on the hot path)."""
+    return json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _chain_hash(previous: str, record: dict) -> str:
@@ -48,7 +53,7 @@ def _chain_hash(previous: str, record: dict) -> str:
 
 def request_parameters(params: dict) -> dict:
     """The loggable subset of a request's parameters (tags are logged by key only)."""
-    recorded = {name[0].lower() + name[1:]: params[name] for name in RECORDED_PARAMETERS if name in params}
+    recorded = {_LOGGED_NAMES[name]: value for name, value in params.items() if name in _LOGGED_NAMES}
     if isinstance(params.get("Tags"), list):
         recorded["tagKeys"] = [tag.get("TagKey") for tag in params["Tags"] if isinstance(tag, dict)]
     if "Policy" in params and isinstance(params["Policy"], str):
@@ -91,10 +96,13 @@ class AuditLog:
                 if size != self._size:
                     self._seq, self._hash = self._read_head()
                 record = {**event, "seq": self._seq + 1, "prevHash": self._hash}
-                record["hash"] = _chain_hash(self._hash, record)
-                line = _canonical(record) + b"\n"
+                body = _canonical(record)
+                digest = hashlib.sha256(self._hash.encode() + body).hexdigest()
+                # The hash goes last, outside the hashed body; `verify` re-canonicalises without it.
+                line = body[:-1] + b',"hash":"' + digest.encode() + b'"}\n'
                 os.write(self._fd, line)
-                self._seq, self._hash = record["seq"], record["hash"]
+                record["hash"] = digest
+                self._seq, self._hash = record["seq"], digest
                 self._size = size + len(line)
                 os.pwrite(self._head_fd, f"{self._seq} {self._hash}".ljust(_HEAD_SIZE).encode(), 0)
                 return record
@@ -146,4 +154,4 @@ class AuditLog:
 
 def event_time(moment: datetime) -> str:
     """CloudTrail's eventTime format: second precision, UTC, trailing Z."""
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")

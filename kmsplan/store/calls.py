@@ -24,7 +24,7 @@ class Operation:
     name: str
     handler: Callable[["Call"], dict]
     required: tuple[str, ...]
-    optional: tuple[str, ...]
+    allowed: frozenset[str]
 
 
 OPERATIONS: dict[str, Operation] = {}
@@ -34,7 +34,7 @@ def operation(name: str, required: tuple[str, ...] = (), optional: tuple[str, ..
     """Register a handler for the AWS KMS operation `name` with its parameter names."""
 
     def register(handler: Callable[["Call"], dict]) -> Callable[["Call"], dict]:
-        OPERATIONS[name] = Operation(name, handler, required, optional)
+        OPERATIONS[name] = Operation(name, handler, required, frozenset(required + optional))
         return handler
 
     return register

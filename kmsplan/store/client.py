@@ -37,6 +37,7 @@ class KmsClient:
         self.principal = principal
         self.via_service = via_service
         self.source_ip = source_ip or "local"
+        self._identity = _identity(principal)
 
     def _call(self, operation: Operation, params: dict) -> dict:
         call = Call(self.store, self.region, self.principal, operation.name, {}, self.via_service)
@@ -44,7 +45,7 @@ class KmsClient:
         logged: dict = {}
         try:
             self.store.refresh()
-            call.params = check_request(operation.name, params, operation.required, operation.optional)
+            call.params = check_request(operation.name, params, operation.required, operation.allowed)
             logged = request_parameters(call.params)
             for token in call.params.get("GrantTokens", []):
                 grant_id_of_token(token)
@@ -67,7 +68,7 @@ class KmsClient:
             "eventSource": "kms.amazonaws.com",
             "eventName": call.operation,
             "awsRegion": self.region,
-            "userIdentity": _identity(self.principal),
+            "userIdentity": self._identity,
             "sourceIPAddress": self.source_ip,
             "requestParameters": logged,
             "resources": [{"ARN": arn, "type": "AWS::KMS::Key"} for arn in dict.fromkeys(call.resources)],

@@ -139,7 +139,12 @@ class Token:
         with HSM_LOCK:
             try:
                 token = loaded.library.get_token(token_label=label)
-                self._session = token.open(rw=True, user_pin=pin)
+                try:
+                    self._session = token.open(rw=True, user_pin=pin)
+                except pkcs11.UserAlreadyLoggedIn:
+                    # Login state belongs to the application, not the session: another Token
+                    # object of this process (e.g. `store init` just before) is logged in already.
+                    self._session = token.open(rw=True)
             except pkcs11.PKCS11Error as error:
                 raise TokenError(f"cannot open token {label!r}: {type(error).__name__} {error}") from None
         self._handles: dict[tuple[bytes, ObjectClass], object] = {}

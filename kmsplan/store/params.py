@@ -30,11 +30,16 @@ PARAMETER_TYPES: dict[str, str] = {
 }
 
 
+_EXACT = {_STR: str, _BYTES: bytes}
+
+
 def validation_error(message: str) -> KMSError:
     return KMSError("ValidationException", message)
 
 
 def _type_ok(kind: str, value: object) -> bool:
+    if type(value) is _EXACT.get(kind):
+        return True
     if kind == _STR:
         return isinstance(value, str)
     if kind == _BYTES:
@@ -58,23 +63,21 @@ def _type_ok(kind: str, value: object) -> bool:
     raise AssertionError(kind)
 
 
-def check_request(operation: str, params: dict, required: tuple[str, ...], optional: tuple[str, ...]) -> dict:
+def check_request(operation: str, params: dict, required: tuple[str, ...], allowed: frozenset[str]) -> dict:
     """Check names, presence and types; return the parameters with bytes normalised."""
-    allowed = set(required) | set(optional)
-    unknown = sorted(set(params) - allowed)
-    if unknown:
-        raise validation_error(
-            f"Unknown parameter {unknown[0]!r} for {operation}; valid parameters: {', '.join(sorted(allowed)) or 'none'}"
-        )
-    missing = [name for name in required if name not in params]
-    if missing:
-        raise validation_error(f"Missing required parameter {missing[0]!r} for {operation}")
     checked = {}
     for name, value in params.items():
+        if name not in allowed:
+            raise validation_error(
+                f"Unknown parameter {name!r} for {operation}; valid parameters: {', '.join(sorted(allowed)) or 'none'}"
+            )
         kind = PARAMETER_TYPES[name]
         if not _type_ok(kind, value):
             raise validation_error(f"Invalid type for parameter {name}: got {type(value).__name__}, expected {kind}")
-        checked[name] = bytes(value) if kind == _BYTES else value
+        checked[name] = bytes(value) if kind == _BYTES and type(value) is not bytes else value
+    for name in required:
+        if name not in checked:
+            raise validation_error(f"Missing required parameter {name!r} for {operation}")
     return checked
 
 
