@@ -73,3 +73,49 @@ def info(store_dir: Path | None) -> None:
             "regions": {region: len(opened.meta.keys_in(region)) for region in config.regions},
         }
     click.echo(json.dumps(summary, indent=2, sort_keys=True))
+
+
+@store.group("principals")
+def principals() -> None:
+    """The identity registry: IAM principals with their tags and identity policies."""
+
+
+@principals.command("apply")
+@STORE_OPTION
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+def principals_apply(store_dir: Path | None, file: Path) -> None:
+    """Replace the registry with the principals in FILE (YAML); nothing changes if it has problems.
+
+    \b
+    principals:
+      - arn: arn:aws:iam::111122223333:role/payments-app
+        org_id: o-exampleorgid
+        tags: {project: payments}
+        policies:
+          - Version: "2012-10-17"
+            Statement:
+              - {Effect: Allow, Action: ["kms:Decrypt"], Resource: "*"}
+    """
+    from kmsplan.store.principals import read_principals_file
+
+    entries = read_principals_file(file)
+    with open_store(store_dir) as opened:
+        opened.registry.replace(entries)
+    click.echo(f"Registry replaced: {len(entries)} principal(s) (plus the account root).")
+
+
+@principals.command("list")
+@STORE_OPTION
+@click.option("--format", "output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def principals_list(store_dir: Path | None, output: str) -> None:
+    """Show the registered principals."""
+    with open_store(store_dir) as opened:
+        rows = [{"arn": p.arn, "org_id": p.org_id, "tags": dict(p.tags),
+                 "policies": [json.loads(policy.text) for policy in p.policies]} for p in opened.registry.all()]
+    if output == "json":
+        click.echo(json.dumps({"format_version": 1, "principals": rows}, indent=2, sort_keys=True))
+        return
+    for row in rows:
+        tags = ", ".join(f"{k}={v}" for k, v in sorted(row["tags"].items()))
+        click.echo(f"{row['arn']}  org={row['org_id'] or '-'}  tags={tags or '-'}  "
+                   f"identity policies={len(row['policies'])}")

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from kmsplan.errors import KMSError
+from kmsplan.policy import KeyFacts, Principal
+from kmsplan.store.authz import request_attributes
 from kmsplan.store.keystore import KeyStore, KeyView
 
 _KEY_ID = re.compile(r"^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32})$")
@@ -51,6 +53,7 @@ class Call:
     params: dict
     via_service: str | None = None
     resources: list[str] = field(default_factory=list)
+    caller: Principal | None = None
 
     @property
     def account(self) -> str:
@@ -60,12 +63,30 @@ class Call:
         return self.store.now().timestamp()
 
     def key(self, param: str = "KeyId", *, state: str = MANAGE, allow_alias: bool = True,
-            region: str | None = None) -> KeyView:
-        """Resolve a key id, key ARN, alias name or alias ARN; check the key's state for `state`."""
-        view = resolve(self.store, region or self.region, self.params[param], allow_alias=allow_alias)
+            action: str | None = None, context_param: str = "EncryptionContext", authorize: bool = True) -> KeyView:
+        """Resolve a key id, key ARN, alias name or alias ARN; authorize the call on it (as AWS
+        does, before looking at its state); then check the key's state for `state`."""
+        reference = self.params[param]
+        view = resolve(self.store, self.region, reference, allow_alias=allow_alias)
         self.resources.append(view.record.arn)
+        if authorize:
+            alias = reference if reference.startswith("alias/") else \
+                "alias/" + reference.split(":alias/", 1)[1] if ":alias/" in reference else None
+            self.authorize(view, action, context=self.params.get(context_param, {}), request_alias=alias)
         check_state(view, state)
         return view
+
+    def authorize(self, view: KeyView, action: str | None = None, *, context: dict | None = None,
+                  request_alias: str | None = None) -> None:
+        """Key policy, IAM and grants decide; AccessDeniedException when they say no."""
+        self.store.authz.check(self.caller, view, action or f"kms:{self.operation}", context or {},
+                               request_attributes(self.params, self.via_service, request_alias))
+
+    def authorize_identity(self, facts: KeyFacts | None = None, action: str | None = None) -> None:
+        """For calls on no existing key (CreateKey, ListKeys, ...): the caller's IAM policies decide."""
+        facts = facts or KeyFacts(arn="*", key_id="*", account=self.account, region=self.region)
+        self.store.authz.check_identity(self.caller, action or f"kms:{self.operation}", facts,
+                                        request_attributes(self.params, self.via_service, None))
 
 
 def resolve(store: KeyStore, region: str, reference: str, *, allow_alias: bool = True) -> KeyView:

@@ -45,6 +45,7 @@ class KmsClient:
         logged: dict = {}
         try:
             self.store.refresh()
+            call.caller = self.store.authz.caller(self.principal)
             call.params = check_request(operation.name, params, operation.required, operation.allowed)
             logged = request_parameters(call.params)
             for token in call.params.get("GrantTokens", []):
@@ -55,7 +56,7 @@ class KmsClient:
         except TokenError as failure:
             error = KMSError("KMSInternalException", f"The HSM could not complete the request ({failure})")
         except sqlite3.Error as failure:
-            error = KMSError("KMSInternalException", f"The metadata database failed ({type(failure).__name__})")
+            error = KMSError("KMSInternalException", f"The metadata database failed ({type(failure).__name__}: {failure})")
         self._audit(call, logged, error)
         if error is not None:
             raise error

@@ -87,6 +87,12 @@ CREATE TABLE IF NOT EXISTS journal (
     hsm_id BLOB NOT NULL,
     intent TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS principals (
+    arn TEXT PRIMARY KEY,
+    org_id TEXT,
+    tags TEXT NOT NULL,
+    policies TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
@@ -152,15 +158,13 @@ class Metadata:
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute("PRAGMA busy_timeout=30000")
 
-    @classmethod
-    def create(cls, path: Path, lock_path: Path) -> "Metadata":
-        meta = cls(path, lock_path)
-        with meta.write() as conn:
+    def ensure_schema(self) -> None:
+        """Create missing tables (every statement is IF NOT EXISTS): new stores and upgrades alike."""
+        with self.write() as conn:
             for statement in _SCHEMA.strip().split(";"):
                 if statement.strip():
                     conn.execute(statement)
             conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        return meta
 
     def close(self) -> None:
         self._conn.close()

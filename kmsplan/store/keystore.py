@@ -20,9 +20,11 @@ from pathlib import Path
 
 from kmsplan.errors import KMSError, KmsplanError
 from kmsplan.store.audit import AuditLog
+from kmsplan.store.authz import Authorizer
 from kmsplan.store.db import KeyRecord, Metadata
 from kmsplan.store.hsm import TRANSPORT_ID, Token, TokenError, load_library
 from kmsplan.store.layout import StoreConfig, default_store_dir, token_label, utcnow
+from kmsplan.store.principals import Registry
 from kmsplan.store.specs import KEY_SPECS, SIGN_VERIFY
 
 Clock = Callable[[], datetime]
@@ -59,6 +61,8 @@ class KeyStore:
         self._generation: tuple[int, int] | None = None
         self._views: dict[tuple[str, str], KeyView] = {}
         self._next_event: float | None = None
+        self.registry = Registry(meta, config.account)
+        self.authz = Authorizer(self)
 
     @classmethod
     def open(cls, path: str | Path | None = None, clock: Clock | None = None) -> "KeyStore":
@@ -72,6 +76,7 @@ class KeyStore:
             raise KmsplanError(f"cannot open the tokens of the store at {config.path}: {error}",
                                hint="check the PKCS#11 module path and that pins.json matches the tokens") from None
         meta = Metadata(config.path / "metadata.db", config.path / "store.lock")
+        meta.ensure_schema()
         store = cls(config, clock or utcnow, meta, AuditLog(config.path / "audit.log"), tokens)
         store.recover()
         return store
@@ -113,6 +118,7 @@ class KeyStore:
         generation = self.meta.generation()
         if generation != self._generation:
             self._views.clear()
+            self.authz.clear()
             self._next_event = self.meta.next_event()
             self._generation = generation
         if self._next_event is not None and self.now().timestamp() >= self._next_event:
@@ -267,6 +273,7 @@ class KeyStore:
                 else:
                     self._rotate_due(region, key_id, when)
             self._views.clear()
+            self.authz.clear()
             self._generation = self.meta.generation()
             self._next_event = self.meta.next_event()
 
@@ -294,7 +301,6 @@ class KeyStore:
         version = versions[-1] + 1
         replicas = [row.region for row in self.meta.regions_of(key_id) if row.region != record.region]
         self.create_material(record, version, replicas, rotation_type, when, lambda conn, public: None)
-        self._views.clear()
         return version
 
     def rotation_dates(self, record: KeyRecord) -> list[tuple[float, str]]:

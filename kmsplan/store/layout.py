@@ -158,7 +158,9 @@ def init_store(path: Path, account: str, regions: tuple[str, ...], pkcs11_module
         for region in regions:
             points[region] = Token(loaded, token_label(region), pins[region]).create_agreement_key().hex()
         config = StoreConfig(path, account, regions, module, softhsm, administrator, points)
-        Metadata.create(path / "metadata.db", path / "store.lock").close()
+        meta = Metadata(path / "metadata.db", path / "store.lock")
+        meta.ensure_schema()
+        meta.close()
         AuditLog(path / "audit.log").close()
         config.save()
         return config

@@ -46,6 +46,9 @@ def update_alias(call: Call) -> dict:
         raise KMSError("NotFoundException", f"Alias arn:aws:kms:{call.region}:{call.account}:{name} is not found.")
     target = _target(call)
     current = call.store.meta.key(call.region, current_id)
+    if current is not None:
+        call.resources.append(current.arn)
+        call.authorize(call.store.view(call.region, current_id))
     if current and (current.spec, current.usage) != (target.spec, target.usage):
         raise check.validation_error(
             f"{name} points to a {current.spec} {current.usage} key; it can only be repointed to a key of the same "
@@ -62,7 +65,9 @@ def delete_alias(call: Call) -> dict:
     key_id = call.store.meta.alias_target(call.region, name)
     if key_id is None:
         raise KMSError("NotFoundException", f"Alias arn:aws:kms:{call.region}:{call.account}:{name} is not found.")
-    call.resources.append(f"arn:aws:kms:{call.region}:{call.account}:key/{key_id}")
+    view = call.store.view(call.region, key_id)
+    call.resources.append(view.record.arn)
+    call.authorize(view)
     with call.store.meta.write() as conn:
         conn.execute("DELETE FROM aliases WHERE region = ? AND name = ?", (call.region, name))
     return {}
@@ -70,6 +75,7 @@ def delete_alias(call: Call) -> dict:
 
 @operation("ListAliases", optional=("KeyId", "Limit", "Marker"))
 def list_aliases(call: Call) -> dict:
+    call.authorize_identity()
     key_id = None
     if "KeyId" in call.params:
         key_id = resolve(call.store, call.region, call.params["KeyId"], allow_alias=False).record.key_id
@@ -160,7 +166,12 @@ def _grant_shape(call: Call, record) -> tuple[str, str | None, list[str], dict |
 @operation("CreateGrant", required=("KeyId", "GranteePrincipal", "Operations"),
            optional=("RetiringPrincipal", "Constraints", "GrantTokens", "Name", "DryRun"))
 def create_grant(call: Call) -> dict:
-    record = call.key(allow_alias=False).record
+    view = call.key(allow_alias=False, authorize=False)
+    record = view.record
+    # A grant that carries a constraint is authorized as a request with that context, so a
+    # grantee allowed CreateGrant under a constraint can only pass it on, never widen it.
+    constraint_pairs = {k: v for pairs in (call.params.get("Constraints") or {}).values() for k, v in pairs.items()}
+    call.authorize(view, context=constraint_pairs)
     grantee, retiring, operations, constraints = _grant_shape(call, record)
     name = call.params.get("Name")
     if name is not None and not _GRANT_NAME.match(name):
@@ -206,6 +217,7 @@ def list_grants(call: Call) -> dict:
 @operation("ListRetirableGrants", required=("RetiringPrincipal",), optional=("Limit", "Marker"))
 def list_retirable_grants(call: Call) -> dict:
     principal = check.principal("RetiringPrincipal", call.params["RetiringPrincipal"])
+    call.authorize_identity()
     grants = [grant for grant in call.store.meta.grants(call.region) if grant.retiring == principal]
     chunk, extra = page(grants, call.params, lambda grant: grant.grant_id)
     return {"Grants": [grant_entry(grant, call.account) for grant in chunk], **extra}
@@ -228,13 +240,21 @@ def _delete_grant(call: Call, grant) -> None:
 
 @operation("RetireGrant", optional=("GrantToken", "KeyId", "GrantId", "DryRun"))
 def retire_grant(call: Call) -> dict:
+    """Who may retire (as AWS): the grant's retiring principal, its grantee when the grant includes
+    RetireGrant, the root of the account that owns the key, or a caller whose policies allow
+    kms:RetireGrant on the key."""
     if "GrantToken" in call.params:
         grant = find_grant(call, None, grant_id_of_token(call.params["GrantToken"]))
     elif "KeyId" in call.params and "GrantId" in call.params:
-        key_id = call.key(allow_alias=False, state=ANY).record.key_id
+        key_id = call.key(allow_alias=False, state=ANY, authorize=False).record.key_id
         grant = find_grant(call, key_id, call.params["GrantId"])
     else:
         raise check.validation_error("RetireGrant needs a GrantToken, or both KeyId and GrantId")
+    may_retire = (call.principal == grant.retiring
+                  or (call.principal == grant.grantee and "RetireGrant" in grant.operations)
+                  or call.principal == f"arn:aws:iam::{call.account}:root")
+    if not may_retire:
+        call.authorize(call.store.view(grant.region, grant.key_id))
     _delete_grant(call, grant)
     return {}
 

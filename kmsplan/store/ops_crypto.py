@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from kmsplan.errors import KMSError
 from kmsplan.store import ciphertext
 from kmsplan.store import params as check
-from kmsplan.store.calls import CRYPTO, Call, operation, resolve, check_state
+from kmsplan.store.calls import CRYPTO, Call, check_state, operation, resolve
 from kmsplan.store.hsm import TokenRejected
 from kmsplan.store.keystore import KeyView, hsm_id
 from kmsplan.store.specs import (
@@ -70,18 +70,20 @@ def seal(call: Call, view: KeyView, plaintext: bytes, context: dict[str, str]) -
     return header + sealed
 
 
-def _unseal(call: Call, blob: bytes, context: dict[str, str], key_param: str | None) -> tuple[KeyView, bytes]:
+def _unseal(call: Call, blob: bytes, context: dict[str, str], key_param: str, action: str,
+            context_param: str) -> tuple[KeyView, bytes]:
     try:
         header, sealed = ciphertext.parse(blob)
     except ciphertext.MalformedBlob:
         raise _invalid_ciphertext() from None
-    if key_param and key_param in call.params:
-        named = call.key(key_param, state=CRYPTO)
+    if key_param in call.params:
+        named = call.key(key_param, state=CRYPTO, action=action, context_param=context_param)
         if named.record.key_id != header.key_id:
             raise KMSError("IncorrectKeyException",
                            f"The ciphertext was encrypted under {header.key_id}, not under {named.record.arn}")
     view = resolve(call.store, call.region, header.key_id)
     call.resources.append(view.record.arn)
+    call.authorize(view, action, context=context)
     check_state(view, CRYPTO)
     _symmetric(view, "decrypting a symmetric ciphertext")
     if header.version > view.current_version or header.version < 1:
@@ -127,15 +129,17 @@ def encrypt_with(call: Call, view: KeyView, plaintext: bytes, context: dict[str,
     return blob, algorithm
 
 
-def decrypt_with(call: Call, key_param: str, blob: bytes, context: dict[str, str], algorithm: str | None) -> tuple[KeyView, bytes, str]:
+def decrypt_with(call: Call, key_param: str, context_param: str, algorithm: str | None,
+                 action: str) -> tuple[KeyView, bytes, str]:
     """Decrypt for Decrypt and ReEncrypt; the blob names its key unless it is an RSA ciphertext."""
+    blob, context = _blob(call), _context(call, context_param)
     if algorithm in (None, SYMMETRIC_ENCRYPTION_ALGORITHM):
-        view, plaintext = _unseal(call, blob, context, key_param)
+        view, plaintext = _unseal(call, blob, context, key_param, action, context_param)
         return view, plaintext, SYMMETRIC_ENCRYPTION_ALGORITHM
     check.one_of("EncryptionAlgorithm", algorithm, [SYMMETRIC_ENCRYPTION_ALGORITHM, *RSA_ENCRYPTION_ALGORITHMS])
     if key_param not in call.params:
         raise check.validation_error(f"{key_param} is required to decrypt with {algorithm}")
-    view = call.key(key_param, state=CRYPTO)
+    view = call.key(key_param, state=CRYPTO, action=action, context_param=context_param)
     if view.record.spec == "SYMMETRIC_DEFAULT":
         raise KMSError("InvalidKeyUsageException", f"{view.record.arn} is symmetric: it cannot use {algorithm}")
     _rsa_algorithm(view, algorithm)
@@ -172,8 +176,8 @@ def encrypt(call: Call) -> dict:
 @operation("Decrypt", required=("CiphertextBlob",),
            optional=("EncryptionContext", "GrantTokens", "KeyId", "EncryptionAlgorithm", "DryRun"))
 def decrypt(call: Call) -> dict:
-    view, plaintext, algorithm = decrypt_with(call, "KeyId", _blob(call), _context(call),
-                                              call.params.get("EncryptionAlgorithm"))
+    view, plaintext, algorithm = decrypt_with(call, "KeyId", "EncryptionContext", call.params.get("EncryptionAlgorithm"),
+                                              "kms:Decrypt")
     return {"KeyId": view.record.arn, "Plaintext": plaintext, "EncryptionAlgorithm": algorithm}
 
 
@@ -182,9 +186,10 @@ def decrypt(call: Call) -> dict:
                      "SourceEncryptionAlgorithm", "DestinationEncryptionAlgorithm", "GrantTokens", "DryRun"))
 def re_encrypt(call: Call) -> dict:
     source, plaintext, source_algorithm = decrypt_with(
-        call, "SourceKeyId", _blob(call), _context(call, "SourceEncryptionContext"),
-        call.params.get("SourceEncryptionAlgorithm"))
-    destination = call.key("DestinationKeyId", state=CRYPTO)
+        call, "SourceKeyId", "SourceEncryptionContext", call.params.get("SourceEncryptionAlgorithm"),
+        "kms:ReEncryptFrom")
+    destination = call.key("DestinationKeyId", state=CRYPTO, action="kms:ReEncryptTo",
+                           context_param="DestinationEncryptionContext")
     blob, algorithm = encrypt_with(call, destination, plaintext, _context(call, "DestinationEncryptionContext"),
                                    call.params.get("DestinationEncryptionAlgorithm"))
     return {"CiphertextBlob": blob, "SourceKeyId": source.record.arn, "KeyId": destination.record.arn,
@@ -257,6 +262,7 @@ def generate_data_key_pair_without_plaintext(call: Call) -> dict:
 @operation("GenerateRandom", optional=("NumberOfBytes",))
 def generate_random(call: Call) -> dict:
     count = check.in_range("NumberOfBytes", call.params.get("NumberOfBytes", 32), 1, 1024)
+    call.authorize_identity()
     return {"Plaintext": call.store.token_for(call.region).random(count)}
 
 

@@ -7,6 +7,7 @@ import secrets
 import uuid
 
 from kmsplan.errors import KMSError
+from kmsplan.policy import KeyFacts
 from kmsplan.store import params as check
 from kmsplan.store.calls import ANY, PENDING, Call, operation, page
 from kmsplan.store.db import KeyRecord, insert_key
@@ -118,10 +119,18 @@ def create_key(call: Call) -> dict:
         raise KMSError("UnsupportedOperationException", f"Origin {origin} is not supported by this store")
     description = call.params.get("Description", "")
     check.length("Description", description, 0, 8192)
-    policy = checked_policy(call.params["Policy"]) if "Policy" in call.params else default_policy(call.account)
-    tags = checked_tags(call)
     multi_region = call.params.get("MultiRegion", False)
     key_id = f"mrk-{secrets.token_hex(16)}" if multi_region else str(uuid.uuid4())
+    facts = KeyFacts(arn=f"arn:aws:kms:{call.region}:{call.account}:key/{key_id}", key_id=key_id,
+                     account=call.account, region=call.region, spec=spec, usage=usage, origin=origin,
+                     multi_region=multi_region, multi_region_type="PRIMARY" if multi_region else None)
+    call.authorize_identity(KeyFacts(**{**facts.__dict__, "arn": "*", "key_id": "*"}))
+    policy = default_policy(call.account)
+    if "Policy" in call.params:
+        policy = checked_policy(call.params["Policy"])
+        call.store.authz.check_new_policy(call.caller, policy, facts,
+                                          call.params.get("BypassPolicyLockoutSafetyCheck", False))
+    tags = checked_tags(call)
     now = call.now_ts()
     record = KeyRecord(
         region=call.region, key_id=key_id, account=call.account, spec=spec, usage=usage, origin=origin,
@@ -148,6 +157,7 @@ def describe_key(call: Call) -> dict:
 
 @operation("ListKeys", optional=("Limit", "Marker"))
 def list_keys(call: Call) -> dict:
+    call.authorize_identity()
     records = call.store.meta.keys_in(call.region)
     chunk, extra = page(records, call.params, lambda record: record.key_id)
     return {"Keys": [{"KeyId": r.key_id, "KeyArn": r.arn} for r in chunk], **extra}
@@ -216,7 +226,10 @@ def _policy_name(call: Call) -> None:
 def put_key_policy(call: Call) -> dict:
     _policy_name(call)
     policy = checked_policy(call.params["Policy"])
-    record = call.key(allow_alias=False).record
+    view = call.key(allow_alias=False)
+    record = view.record
+    call.store.authz.check_new_policy(call.caller, policy, call.store.authz.facts(view)[0],
+                                      call.params.get("BypassPolicyLockoutSafetyCheck", False))
     with call.store.meta.write() as conn:
         conn.execute("UPDATE keys SET policy = ? WHERE region = ? AND key_id = ?", (policy, record.region, record.key_id))
     return {}

@@ -9,6 +9,7 @@ anywhere decrypts everywhere.
 from __future__ import annotations
 
 from kmsplan.errors import KMSError
+from kmsplan.policy import KeyFacts
 from kmsplan.store import params as check
 from kmsplan.store.calls import ANY, CRYPTO, MANAGE, Call, operation, page
 from kmsplan.store.db import KeyRecord, insert_key
@@ -107,7 +108,15 @@ def replicate_key(call: Call) -> dict:
         raise KMSError("AlreadyExistsException", f"{record.key_id} already has a replica in {target}")
     description = call.params.get("Description", "")
     check.length("Description", description, 0, 8192)
-    policy = checked_policy(call.params["Policy"]) if "Policy" in call.params else default_policy(call.account)
+    facts = call.store.authz.facts(call.store.view(record.region, record.key_id))[0]
+    replica_facts = KeyFacts(**{**facts.__dict__, "arn": record.arn.replace(f":{record.region}:", f":{target}:"),
+                                "region": target, "multi_region_type": "REPLICA", "aliases": (), "tags": {}})
+    call.authorize_identity(KeyFacts(**{**replica_facts.__dict__, "arn": "*", "key_id": "*"}), "kms:CreateKey")
+    policy = default_policy(call.account)
+    if "Policy" in call.params:
+        policy = checked_policy(call.params["Policy"])
+        call.store.authz.check_new_policy(call.caller, policy, replica_facts,
+                                          call.params.get("BypassPolicyLockoutSafetyCheck", False))
     tags = checked_tags(call)
     replica = KeyRecord(**{**record.__dict__, "region": target, "description": description, "state": "Enabled",
                            "created": call.now_ts(), "mr_type": "REPLICA", "policy": policy,
@@ -144,6 +153,8 @@ def update_primary_region(call: Call) -> dict:
     replica = call.store.meta.key(target, record.key_id)
     if replica is None:
         raise KMSError("NotFoundException", f"{record.key_id} has no replica in {target}: replicate it there first")
+    call.resources.append(replica.arn)
+    call.authorize(call.store.view(target, record.key_id))
     if replica.state in ("PendingDeletion", "PendingReplicaDeletion"):
         raise KMSError("KMSInvalidStateException", f"{replica.arn} is pending deletion.")
     if target == record.region:
@@ -151,5 +162,4 @@ def update_primary_region(call: Call) -> dict:
     with call.store.meta.write() as conn:
         conn.execute("UPDATE keys SET mr_type = 'REPLICA', primary_region = ? WHERE key_id = ?", (target, record.key_id))
         conn.execute("UPDATE keys SET mr_type = 'PRIMARY' WHERE key_id = ? AND region = ?", (record.key_id, target))
-    call.resources.append(replica.arn)
     return {}
