@@ -3,7 +3,7 @@
 Records use CloudTrail's field names where they exist (eventTime, eventName, awsRegion,
 userIdentity.arn, requestParameters, errorCode), so log tooling that reads CloudTrail reads these.
 Each record carries `seq`, the previous record's hash and its own hash (SHA-256 over the
-previous hash and the record's canonical JSON): editing, removing or reordering a record breaks
+previous hash and the line's exact bytes before the hash): editing, removing or reordering a record breaks
 the chain at that record. A separate head file keeps the last seq and hash, so cutting records
 off the end is caught too.
 
@@ -17,6 +17,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,16 +40,6 @@ RECORDED_PARAMETERS = (
 
 
 _LOGGED_NAMES = {name: name[0].lower() + name[1:] for name in RECORDED_PARAMETERS}
-
-
-def _canonical(record: dict) -> bytes:
-    """Compact JSON in the record's own key order (json.loads keeps that order, so `verify`
-    reproduces these exact bytes without sorting on the hot path)."""
-    return json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def _chain_hash(previous: str, record: dict) -> str:
-    return hashlib.sha256(previous.encode() + _canonical(record)).hexdigest()
 
 
 def request_parameters(params: dict) -> dict:
@@ -87,25 +78,23 @@ class AuditLog:
         os.close(self._fd)
         os.close(self._head_fd)
 
-    def append(self, event: dict) -> dict:
-        """Chain and write one record; returns it with seq and hashes filled in."""
+    def append(self, event: dict) -> None:
+        """Chain and write one record (one `write` of one line, under an exclusive lock)."""
+        payload = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
         with self._lock:
             fcntl.flock(self._fd, fcntl.LOCK_EX)
             try:
                 size = os.fstat(self._fd).st_size
                 if size != self._size:
                     self._seq, self._hash = self._read_head()
-                record = {**event, "seq": self._seq + 1, "prevHash": self._hash}
-                body = _canonical(record)
+                seq = self._seq + 1
+                body = b'{"seq":%d,"prevHash":"%s",%s' % (seq, self._hash.encode(), payload[1:])
                 digest = hashlib.sha256(self._hash.encode() + body).hexdigest()
-                # The hash goes last, outside the hashed body; `verify` re-canonicalises without it.
+                # The hash goes last, outside the hashed bytes; `verify` strips it and rehashes.
                 line = body[:-1] + b',"hash":"' + digest.encode() + b'"}\n'
                 os.write(self._fd, line)
-                record["hash"] = digest
-                self._seq, self._hash = record["seq"], digest
-                self._size = size + len(line)
-                os.pwrite(self._head_fd, f"{self._seq} {self._hash}".ljust(_HEAD_SIZE).encode(), 0)
-                return record
+                self._seq, self._hash, self._size = seq, digest, size + len(line)
+                os.pwrite(self._head_fd, f"{seq} {digest}".ljust(_HEAD_SIZE).encode(), 0)
             finally:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
 
@@ -126,23 +115,28 @@ class AuditLog:
                     continue
 
     def verify(self) -> tuple[int, ChainBreak | None]:
-        """Walk the chain: (records checked, first break or None)."""
+        """Walk the chain over the raw bytes: (records checked, first break or None)."""
         previous, expected_seq, count = GENESIS, 1, 0
         with open(self.path, "rb") as handle:
             for line_number, raw in enumerate(handle, start=1):
+                match = _HASH_SUFFIX.search(raw)
                 try:
                     record = json.loads(raw)
-                    claimed = record.pop("hash")
-                except (ValueError, KeyError, AttributeError):
+                except ValueError:
+                    record = None
+                if match is None or not isinstance(record, dict):
                     return count, ChainBreak(line_number, None, "the line is not a valid audit record (altered)")
                 seq = record.get("seq")
                 if seq != expected_seq:
-                    what = "removed" if isinstance(seq, int) and seq > expected_seq else "reordered or duplicated"
+                    what = "removed or reordered" if isinstance(seq, int) and seq > expected_seq else \
+                        "reordered or duplicated"
                     return count, ChainBreak(line_number, seq, f"expected record {expected_seq}, found {seq}: "
                                                                f"records {what}")
                 if record.get("prevHash") != previous:
                     return count, ChainBreak(line_number, seq, "the previous-hash link is broken (reordered)")
-                if _chain_hash(previous, record) != claimed:
+                body = raw[: match.start()] + b"}"
+                claimed = match.group(1).decode()
+                if hashlib.sha256(previous.encode() + body).hexdigest() != claimed:
                     return count, ChainBreak(line_number, seq, "the record's content was altered")
                 previous, expected_seq, count = claimed, expected_seq + 1, count + 1
         head_seq, head_hash = self._read_head()
@@ -152,6 +146,13 @@ class AuditLog:
         return count, None
 
 
+_HASH_SUFFIX = re.compile(rb',"hash":"([0-9a-f]{64})"\}\r?\n?$')
+_LAST_SECOND: list = [None, ""]
+
+
 def event_time(moment: datetime) -> str:
-    """CloudTrail's eventTime format: second precision, UTC, trailing Z."""
-    return moment.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    """CloudTrail's eventTime format: second precision, UTC, trailing Z (memoized per second)."""
+    second = int(moment.timestamp())
+    if _LAST_SECOND[0] != second:
+        _LAST_SECOND[:] = [second, moment.astimezone(timezone.utc).isoformat(timespec="seconds")[:19] + "Z"]
+    return _LAST_SECOND[1]

@@ -77,7 +77,6 @@ class _Loaded:
     library: pkcs11.lib
     path: str
     conf: str | None
-    generation: int
 
 
 _LOADED: _Loaded | None = None
@@ -88,7 +87,7 @@ def load_library(module_path: str, softhsm_conf: str | None) -> _Loaded:
 
     A PKCS#11 library is initialised once per process, and SoftHSM2 reads its token folder from
     SOFTHSM2_CONF at C_Initialize. Opening a second store in one process therefore finalizes the
-    first store's sessions (its `generation` goes stale and it refuses further calls).
+    first store's sessions (its tokens notice and refuse further calls).
     """
     global _LOADED
     with HSM_LOCK:
@@ -104,8 +103,7 @@ def load_library(module_path: str, softhsm_conf: str | None) -> _Loaded:
                 library = pkcs11.lib(module_path)
         except pkcs11.PKCS11Error as error:
             raise TokenError(f"cannot load PKCS#11 module {module_path}: {type(error).__name__} {error}") from None
-        generation = (_LOADED.generation + 1) if _LOADED else 1
-        _LOADED = _Loaded(library, module_path, softhsm_conf, generation)
+        _LOADED = _Loaded(library, module_path, softhsm_conf)
         return _LOADED
 
 

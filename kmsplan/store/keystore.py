@@ -58,7 +58,7 @@ class KeyStore:
         self.meta = meta
         self.audit = audit
         self.tokens = tokens
-        self._generation: tuple[int, int] | None = None
+        self._generation: int | None = None
         self._views: dict[tuple[str, str], KeyView] = {}
         self._next_event: float | None = None
         self.registry = Registry(meta, config.account)

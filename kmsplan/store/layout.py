@@ -199,7 +199,7 @@ def _init_softhsm_tokens(path: Path, regions: tuple[str, ...]) -> dict[str, str]
 
 
 def _remove_partial(path: Path) -> None:
-    for name in ("store.json", "pins.json", "softhsm2.conf", "metadata.db", "metadata.db-wal", "metadata.db-shm",
+    for name in ("store.json", "pins.json", "softhsm2.conf", "metadata.db", "metadata.db-wal", "metadata.db-shm", "metadata.generation",
                  "audit.log", "audit.log.head", "store.lock"):
         (path / name).unlink(missing_ok=True)
     shutil.rmtree(path / "tokens", ignore_errors=True)
