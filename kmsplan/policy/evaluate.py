@@ -88,8 +88,10 @@ class Request:
     """One API call to authorize. `attributes` holds other condition keys by canonical name
     ("kms:ViaService", "kms:GrantOperations" (a list), "aws:RequestTag/K", ...).
 
-    For kms:CreateGrant, pass the new grant's constraint pairs as `encryption_context`: a grant
-    that allows CreateGrant under a constraint then admits only derived grants that satisfy it.
+    For kms:CreateGrant, pass the new grant's constraint pairs as `encryption_context` and its
+    constraint kind as the "kms:GrantConstraintType" attribute ("EncryptionContextEquals" when it
+    has one): a grant that allows CreateGrant under a constraint then admits only derived grants
+    that are as strict (an EncryptionContextEquals grant admits only EncryptionContextEquals).
     """
 
     action: str
@@ -363,6 +365,9 @@ def _constraint_holds(grant: Grant, request: Request, operation: str) -> bool:
     context = {k.lower(): v for k, v in request.encryption_context.items()}
     if equals is not None and {k.lower(): v for k, v in equals.items()} != context:
         return False
+    if equals is not None and operation == "CreateGrant" \
+            and request.attributes.get("kms:GrantConstraintType") != "EncryptionContextEquals":
+        return False  # a derived grant must be as strict: a Subset constraint would widen Equals
     if subset is not None and any(context.get(k.lower()) != v for k, v in subset.items()):
         return False
     return True

@@ -128,12 +128,10 @@ class AuditLog:
                     return count, ChainBreak(line_number, None, "the line is not a valid audit record (altered)")
                 seq = record.get("seq")
                 if seq != expected_seq:
-                    what = "removed or reordered" if isinstance(seq, int) and seq > expected_seq else \
-                        "reordered or duplicated"
-                    return count, ChainBreak(line_number, seq, f"expected record {expected_seq}, found {seq}: "
-                                                               f"records {what}")
+                    return count, ChainBreak(line_number, seq, _sequence_break(expected_seq, seq, handle))
                 if record.get("prevHash") != previous:
-                    return count, ChainBreak(line_number, seq, "the previous-hash link is broken (reordered)")
+                    return count, ChainBreak(line_number, seq, f"the link to record {expected_seq - 1} is broken: "
+                                                               "a record was altered and re-hashed, or replaced")
                 body = raw[: match.start()] + b"}"
                 claimed = match.group(1).decode()
                 if hashlib.sha256(previous.encode() + body).hexdigest() != claimed:
@@ -147,6 +145,21 @@ class AuditLog:
 
 
 _HASH_SUFFIX = re.compile(rb',"hash":"([0-9a-f]{64})"\}\r?\n?$')
+_SEQ_PREFIX = re.compile(rb'^\{"seq":(\d+),')
+
+
+def _sequence_break(expected: int, found: object, rest: Iterator[bytes]) -> str:
+    """Say what happened when the line that should hold record `expected` holds `found` instead:
+    records 1..expected-1 were each seen once, so a smaller number came back (duplicated), and a
+    larger one means `expected` is either further down (reordered) or gone (removed)."""
+    if not isinstance(found, int) or isinstance(found, bool):
+        return f"expected record {expected}, found a record without a valid sequence number (altered)"
+    if found < expected:
+        return f"expected record {expected}, found record {found} again: records duplicated"
+    if any((match := _SEQ_PREFIX.match(line)) and int(match.group(1)) == expected for line in rest):
+        return f"expected record {expected}, found record {found}: records reordered"
+    gone = f"record {expected} was" if found == expected + 1 else f"records {expected}..{found - 1} were"
+    return f"expected record {expected}, found record {found}: {gone} removed"
 _LAST_SECOND: list = [None, ""]
 
 

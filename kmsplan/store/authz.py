@@ -34,20 +34,25 @@ _ATTRIBUTE_PARAMS = {
 }
 
 
-def request_attributes(params: dict, via_service: str | None, request_alias: str | None) -> dict[str, object]:
-    """The request-dependent condition keys of a call (the evaluator derives the rest)."""
+def request_attributes(params: dict, via_service: str | None, request_alias: str | None,
+                       action: str | None = None) -> dict[str, object]:
+    """The request-dependent condition keys of a call (the evaluator derives the rest).
+
+    ReEncrypt is authorized twice; its kms:ReEncryptTo half sees the destination's algorithm."""
     attributes: dict[str, object] = {}
     for name, key in _ATTRIBUTE_PARAMS.items():
         if name in params:
             attributes[key] = params[name]
+    if action == "kms:ReEncryptTo":
+        attributes.pop("kms:EncryptionAlgorithm", None)
+        if "DestinationEncryptionAlgorithm" in params:
+            attributes["kms:EncryptionAlgorithm"] = params["DestinationEncryptionAlgorithm"]
     if via_service:
         attributes["kms:ViaService"] = via_service
     if request_alias:
         attributes["kms:RequestAlias"] = request_alias
     if "Constraints" in params and params["Constraints"]:
         attributes["kms:GrantConstraintType"] = sorted(params["Constraints"])[0]
-    if "Operations" in params:
-        attributes["kms:GrantIsForAWSResource"] = False
     tags = params.get("Tags")
     if isinstance(tags, list):
         for tag in tags:
@@ -56,6 +61,36 @@ def request_attributes(params: dict, via_service: str | None, request_alias: str
     elif "TagKeys" in params:
         attributes["aws:TagKeys"] = list(params["TagKeys"])
     return attributes
+
+
+# Actions whose kms:EncryptionAlgorithm is SYMMETRIC_DEFAULT on a symmetric key when the request
+# names none: AWS evaluates request-parameter condition keys with the parameter's default value.
+_SYMMETRIC_ALGORITHM_ACTIONS = frozenset(f"kms:{name}" for name in (
+    "Encrypt", "Decrypt", "ReEncryptFrom", "ReEncryptTo", "GenerateDataKey", "GenerateDataKeyWithoutPlaintext",
+    "GenerateDataKeyPair", "GenerateDataKeyPairWithoutPlaintext",
+))
+_DEFAULT_NUMBERS = {
+    "kms:EnableKeyRotation": ("kms:RotationPeriodInDays", 365),
+    "kms:ScheduleKeyDeletion": ("kms:ScheduleKeyDeletionPendingWindowInDays", 30),
+}
+# kms:GrantIsForAWSResource: true when an integrated AWS service (kms:ViaService) makes the call.
+_GRANT_MANAGEMENT_ACTIONS = frozenset({"kms:CreateGrant", "kms:ListGrants", "kms:RevokeGrant"})
+
+
+def implied_attributes(action: str, spec: str, attributes: Mapping[str, object]) -> Mapping[str, object]:
+    """The condition keys a call carries without naming them: parameter defaults, and whether an
+    AWS service asks for a grant operation. Returns `attributes` itself when nothing is added."""
+    added: dict[str, object] = {}
+    if action in _SYMMETRIC_ALGORITHM_ACTIONS:
+        if spec == "SYMMETRIC_DEFAULT" and "kms:EncryptionAlgorithm" not in attributes:
+            added["kms:EncryptionAlgorithm"] = "SYMMETRIC_DEFAULT"
+    elif action in _GRANT_MANAGEMENT_ACTIONS:
+        added["kms:GrantIsForAWSResource"] = "kms:ViaService" in attributes
+    elif action in _DEFAULT_NUMBERS:
+        key, default = _DEFAULT_NUMBERS[action]
+        if key not in attributes:
+            added[key] = default
+    return {**attributes, **added} if added else attributes
 
 
 class Authorizer:
@@ -103,6 +138,7 @@ class Authorizer:
               attributes: Mapping[str, object]) -> None:
         """Allow, or raise AccessDeniedException naming the caller, action and key."""
         facts, grants = self.facts(view)
+        attributes = implied_attributes(action, facts.spec, attributes)
         request = Request(action, principal, facts, encryption_context, attributes)
         decision = authorize(request, parse_policy_cached(view.record.policy), grants)
         if not decision.allowed:

@@ -13,8 +13,8 @@ from kmsplan.policy import KeyFacts, Principal
 from kmsplan.store.authz import request_attributes
 from kmsplan.store.keystore import KeyStore, KeyView
 
-_KEY_ID = re.compile(r"^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32})$")
-_KEY_ARN = re.compile(r"^arn:aws:kms:([a-z0-9-]+):(\d{12}):(key|alias)/(.+)$")
+_KEY_ID = re.compile(r"^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32})\Z")
+_KEY_ARN = re.compile(r"^arn:aws:kms:([a-z0-9-]+):(\d{12}):(key|alias)/(.+)\Z")
 
 # Key states in which an operation category may run, and the error every other state gets.
 CRYPTO, MANAGE, ANY, PENDING = "crypto", "manage", "any", "pending"
@@ -79,8 +79,9 @@ class Call:
     def authorize(self, view: KeyView, action: str | None = None, *, context: dict | None = None,
                   request_alias: str | None = None) -> None:
         """Key policy, IAM and grants decide; AccessDeniedException when they say no."""
-        self.store.authz.check(self.caller, view, action or f"kms:{self.operation}", context or {},
-                               request_attributes(self.params, self.via_service, request_alias))
+        action = action or f"kms:{self.operation}"
+        self.store.authz.check(self.caller, view, action, context or {},
+                               request_attributes(self.params, self.via_service, request_alias, action))
 
     def authorize_identity(self, facts: KeyFacts | None = None, action: str | None = None) -> None:
         """For calls on no existing key (CreateKey, ListKeys, ...): the caller's IAM policies decide."""

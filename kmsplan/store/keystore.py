@@ -69,16 +69,21 @@ class KeyStore:
         """Open the store in `path` (default: $KMSPLAN_STORE or ./.kmsplan) and recover from any crash."""
         config = StoreConfig.load(Path(path) if path is not None else default_store_dir())
         pins = config.pins()
+        meta = Metadata(config.path / "metadata.db", config.path / "store.lock")
         try:
             loaded = load_library(config.pkcs11_module, str(config.softhsm_conf) if config.softhsm_conf else None)
-            tokens = {region: Token(loaded, token_label(region), pins[region]) for region in config.regions}
+            # SoftHSM rewrites the token's object file on C_Login; two processes logging in at
+            # once can truncate it, so logins are serialised by the store lock.
+            with meta.exclusive():
+                tokens = {region: Token(loaded, token_label(region), pins[region]) for region in config.regions}
         except (TokenError, KeyError) as error:
+            meta.close()
             raise KmsplanError(f"cannot open the tokens of the store at {config.path}: {error}",
                                hint="check the PKCS#11 module path and that pins.json matches the tokens") from None
-        meta = Metadata(config.path / "metadata.db", config.path / "store.lock")
         meta.ensure_schema()
         store = cls(config, clock or utcnow, meta, AuditLog(config.path / "audit.log"), tokens)
         store.recover()
+        store.refresh()  # deletions and rotations that fell due while nobody called
         return store
 
     def close(self) -> None:

@@ -10,13 +10,14 @@ import secrets
 
 from kmsplan.errors import KMSError
 from kmsplan.store import params as check
-from kmsplan.store.calls import ANY, Call, operation, page, resolve
+from kmsplan.store.calls import ANY, CRYPTO, Call, operation, page, resolve
 from kmsplan.store.keystore import to_datetime
 from kmsplan.store.ops_keys import MAX_TAGS, checked_tags
 from kmsplan.store.specs import ALL_GRANT_OPERATIONS, CONTEXT_GRANT_OPERATIONS, grant_operations_for
 
-_GRANT_NAME = re.compile(r"^[a-zA-Z0-9:/_-]{1,256}$")
-_GRANT_ID = re.compile(r"^[0-9a-f]{64}$")
+_GRANT_NAME = re.compile(r"^[a-zA-Z0-9:/_-]{1,256}\Z")
+_GRANT_ID = re.compile(r"^[0-9a-f]{64}\Z")
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{64}\Z")  # 48 bytes, unpadded URL-safe base64
 
 
 # -- aliases ------------------------------------------------------------------------------------
@@ -128,10 +129,12 @@ def grant_token(grant_id: str) -> str:
 
 
 def grant_id_of_token(token: str) -> str:
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-    except (binascii.Error, ValueError):
-        raw = b""
+    raw = b""
+    if _TOKEN.match(token):  # b64decode would silently skip characters outside the alphabet
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        except (binascii.Error, ValueError):
+            raw = b""
     if len(raw) != 48:
         raise KMSError("InvalidGrantTokenException", "The grant token is not valid")
     return raw[:32].hex()
@@ -166,7 +169,8 @@ def _grant_shape(call: Call, record) -> tuple[str, str | None, list[str], dict |
 @operation("CreateGrant", required=("KeyId", "GranteePrincipal", "Operations"),
            optional=("RetiringPrincipal", "Constraints", "GrantTokens", "Name", "DryRun"))
 def create_grant(call: Call) -> dict:
-    view = call.key(allow_alias=False, authorize=False)
+    # AWS's key-state table: a disabled key refuses CreateGrant with DisabledException.
+    view = call.key(allow_alias=False, state=CRYPTO, authorize=False)
     record = view.record
     # A grant that carries a constraint is authorized as a request with that context, so a
     # grantee allowed CreateGrant under a constraint can only pass it on, never widen it.

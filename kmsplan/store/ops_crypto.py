@@ -77,14 +77,16 @@ def _unseal(call: Call, blob: bytes, context: dict[str, str], key_param: str, ac
     except ciphertext.MalformedBlob:
         raise _invalid_ciphertext() from None
     if key_param in call.params:
-        named = call.key(key_param, state=CRYPTO, action=action, context_param=context_param)
-        if named.record.key_id != header.key_id:
+        # Authorized once, through the name the caller used (so kms:RequestAlias is seen).
+        view = call.key(key_param, state=CRYPTO, action=action, context_param=context_param)
+        if view.record.key_id != header.key_id:
             raise KMSError("IncorrectKeyException",
-                           f"The ciphertext was encrypted under {header.key_id}, not under {named.record.arn}")
-    view = resolve(call.store, call.region, header.key_id)
-    call.resources.append(view.record.arn)
-    call.authorize(view, action, context=context)
-    check_state(view, CRYPTO)
+                           f"The ciphertext was encrypted under {header.key_id}, not under {view.record.arn}")
+    else:
+        view = resolve(call.store, call.region, header.key_id)
+        call.resources.append(view.record.arn)
+        call.authorize(view, action, context=context)
+        check_state(view, CRYPTO)
     _symmetric(view, "decrypting a symmetric ciphertext")
     if header.version > view.current_version or header.version < 1:
         raise _invalid_ciphertext()
@@ -111,6 +113,8 @@ def _rsa_algorithm(view: KeyView, algorithm: str | None) -> str:
 
 def encrypt_with(call: Call, view: KeyView, plaintext: bytes, context: dict[str, str], algorithm: str | None) -> tuple[bytes, str]:
     """Encrypt for Encrypt and ReEncrypt: a blob for symmetric keys, raw RSAES-OAEP for RSA keys."""
+    if algorithm is not None:  # a name outside AWS's enum is malformed, whatever the key
+        check.one_of("EncryptionAlgorithm", algorithm, [SYMMETRIC_ENCRYPTION_ALGORITHM, *RSA_ENCRYPTION_ALGORITHMS])
     if view.record.spec == "SYMMETRIC_DEFAULT":
         _symmetric(view, "Encrypt")
         if algorithm not in (None, SYMMETRIC_ENCRYPTION_ALGORITHM):

@@ -226,7 +226,7 @@ def _policy_name(call: Call) -> None:
 def put_key_policy(call: Call) -> dict:
     _policy_name(call)
     policy = checked_policy(call.params["Policy"])
-    view = call.key(allow_alias=False)
+    view = call.key(allow_alias=False, state=ANY)  # AWS's key-state table: allowed in every state
     record = view.record
     call.store.authz.check_new_policy(call.caller, policy, call.store.authz.facts(view)[0],
                                       call.params.get("BypassPolicyLockoutSafetyCheck", False))

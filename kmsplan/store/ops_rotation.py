@@ -85,10 +85,12 @@ def rotate_key_on_demand(call: Call) -> dict:
 def list_key_rotations(call: Call) -> dict:
     record = call.key(allow_alias=False, state=ANY).record
     _rotatable(record, for_change=False)
-    rotations = call.store.rotation_dates(record)
+    # The material version is the marker: unique, unlike rotation dates (rotations can share one).
+    rotations = [(version, when, kind) for version, when, kind in
+                 call.store.meta.materials(record.region, record.key_id) if kind]
     chunk, extra = page(rotations, call.params, lambda item: str(item[0]))
     return {"Rotations": [{"KeyId": record.key_id, "RotationDate": to_datetime(when), "RotationType": kind}
-                          for when, kind in chunk], **extra}
+                          for _, when, kind in chunk], **extra}
 
 
 @operation("ReplicateKey", required=("KeyId", "ReplicaRegion"),

@@ -63,6 +63,27 @@ def _type_ok(kind: str, value: object) -> bool:
     raise AssertionError(kind)
 
 
+_TEXT_KINDS = frozenset({_STR, _MAP, _LIST, _TAGS, _CONSTRAINTS})
+
+
+def _text_ok(value: object) -> bool:
+    """False when some string holds a lone surrogate: it has no UTF-8 form, so it could be neither
+    stored nor written to the audit log (and would fail there instead of here)."""
+    if isinstance(value, str):
+        if value.isascii():
+            return True
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(_text_ok(key) and _text_ok(item) for key, item in value.items())
+    if isinstance(value, list):
+        return all(_text_ok(item) for item in value)
+    return True
+
+
 def check_request(operation: str, params: dict, required: tuple[str, ...], allowed: frozenset[str]) -> dict:
     """Check names, presence and types; return the parameters with bytes normalised."""
     checked = {}
@@ -74,6 +95,9 @@ def check_request(operation: str, params: dict, required: tuple[str, ...], allow
         kind = PARAMETER_TYPES[name]
         if not _type_ok(kind, value):
             raise validation_error(f"Invalid type for parameter {name}: got {type(value).__name__}, expected {kind}")
+        if kind in _TEXT_KINDS and not _text_ok(value):
+            raise validation_error(f"Invalid value for parameter {name}: it is not valid Unicode text "
+                                   "(it holds a lone surrogate code point)")
         checked[name] = bytes(value) if kind == _BYTES and type(value) is not bytes else value
     for name in required:
         if name not in checked:
@@ -107,11 +131,11 @@ def length(name: str, value: str | bytes, low: int, high: int) -> None:
         )
 
 
-ALIAS_PATTERN = re.compile(r"^alias/[a-zA-Z0-9/_-]+$")
+ALIAS_PATTERN = re.compile(r"^alias/[a-zA-Z0-9/_-]+\Z")
 PRINCIPAL_PATTERN = re.compile(
     r"^(arn:aws:iam::\d{12}:(root|user/[\w+=,.@/-]+|role/[\w+=,.@/-]+)"
     r"|arn:aws:sts::\d{12}:assumed-role/[\w+=,.@/-]+"
-    r"|[a-z0-9.-]+\.amazonaws\.com)$"
+    r"|[a-z0-9.-]+\.amazonaws\.com)\Z"
 )
 
 
@@ -123,8 +147,9 @@ def alias_name(value: str, *, for_create: bool) -> str:
             "'/', '_' and '-'"
         )
     if for_create and value.startswith("alias/aws/"):
-        raise validation_error(
-            f"Alias {value!r} is reserved: names beginning with alias/aws/ belong to AWS managed keys")
+        # AWS answers NotAuthorizedException here (the name is well formed, the prefix is AWS's).
+        raise KMSError("NotAuthorizedException",
+                       f"Cannot create alias with prefix 'alias/aws/': {value!r} is reserved for AWS managed keys")
     return value
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
@@ -30,8 +30,8 @@ from kmsplan.errors import KmsplanError
 from kmsplan.policy import Principal, check_policy_document, parse_policy, parse_policy_cached
 from kmsplan.store.db import Metadata
 
-ROLE_OR_USER = re.compile(r"^arn:aws:iam::\d{12}:(root|user/[\w+=,.@/-]+|role/[\w+=,.@/-]+)$")
-ORG_ID = re.compile(r"^o-[a-z0-9]{10,32}$")
+ROLE_OR_USER = re.compile(r"^arn:aws:iam::\d{12}:(root|user/[\w+=,.@/-]+|role/[\w+=,.@/-]+)\Z")
+ORG_ID = re.compile(r"^o-[a-z0-9]{10,32}\Z")
 _FIELDS = {"arn", "org_id", "tags", "policies"}
 MAX_FILE_BYTES = 5 * 1024 * 1024
 _ROOT_POLICY = json.dumps({"Version": "2012-10-17",
@@ -129,7 +129,19 @@ class Registry:
         return self._cache
 
     def get(self, arn: str) -> Principal | None:
-        return self._load().get(arn)
+        """The principal, or for a role session (arn:aws:sts::ACCOUNT:assumed-role/ROLE/NAME) its
+        registered role acting under the session's ARN, as AWS authorizes a session as its role."""
+        principals = self._load()
+        found = principals.get(arn)
+        if found is None and ":assumed-role/" in arn:
+            parts = arn.split(":", 5)
+            names = parts[5].split("/") if len(parts) == 6 else []
+            if len(names) == 3 and parts[2] == "sts":
+                role = next((p for p in principals.values() if p.account == parts[4]
+                             and p.arn.split(":", 5)[5].startswith("role/")
+                             and p.arn.rsplit("/", 1)[1] == names[1]), None)
+                found = replace(role, arn=arn) if role is not None else None
+        return found
 
     def all(self) -> list[Principal]:
         return [self._load()[arn] for arn in sorted(self._load())]

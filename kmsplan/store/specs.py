@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kmsplan.policy.evaluate import CONTEXT_OPERATIONS
+
 ENCRYPT_DECRYPT = "ENCRYPT_DECRYPT"
 SIGN_VERIFY = "SIGN_VERIFY"
 GENERATE_VERIFY_MAC = "GENERATE_VERIFY_MAC"
@@ -109,23 +111,10 @@ GRANT_OPERATIONS_BY_USAGE: dict[tuple[str, str], frozenset[str]] = {
     ("HMAC", GENERATE_VERIFY_MAC): frozenset(_COMMON_GRANT_OPERATIONS + ("GenerateMac", "VerifyMac")),
 }
 ALL_GRANT_OPERATIONS = frozenset().union(*GRANT_OPERATIONS_BY_USAGE.values())
-# Operations that take an encryption context: the only ones a grant constraint may accompany.
-CONTEXT_GRANT_OPERATIONS = frozenset(
-    {
-        "Decrypt",
-        "Encrypt",
-        "GenerateDataKey",
-        "GenerateDataKeyWithoutPlaintext",
-        "GenerateDataKeyPair",
-        "GenerateDataKeyPairWithoutPlaintext",
-        "ReEncryptFrom",
-        "ReEncryptTo",
-        # AWS allows these alongside constraints: they act on the grant, not on data.
-        "CreateGrant",
-        "RetireGrant",
-        "DescribeKey",
-    }
-)
+# A constrained grant may list only operations that take an encryption context (the evaluator's
+# CONTEXT_OPERATIONS: the constraint applies to them), plus RetireGrant and DescribeKey, which act
+# on the grant and the key, not on data, and which AWS accepts alongside a constraint.
+CONTEXT_GRANT_OPERATIONS = CONTEXT_OPERATIONS | {"RetireGrant", "DescribeKey"}
 
 
 def grant_operations_for(spec: str, usage: str) -> frozenset[str]:

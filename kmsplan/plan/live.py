@@ -1,0 +1,152 @@
+"""Reading the live store: every key a stack owns, through the KMS API only.
+
+The planner only reads (STYLE 3): this module takes KMS clients (one per region, ours or boto3's)
+and returns immutable snapshots. Ownership comes from the tags the reconciler writes, so there is
+no state file: `kmsplan:stack` names the stack, `kmsplan:address` the key's address, and
+`kmsplan:protect` carries deletion protection even after the key leaves the YAML.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+
+STACK_TAG = "kmsplan:stack"
+ADDRESS_TAG = "kmsplan:address"
+PROTECT_TAG = "kmsplan:protect"
+MANAGED_TAGS = (STACK_TAG, ADDRESS_TAG, PROTECT_TAG)
+
+
+@dataclass(frozen=True)
+class LiveGrant:
+    grant_id: str
+    name: str | None
+    grantee: str
+    operations: tuple[str, ...]
+    constraints: Mapping[str, Mapping[str, str]] | None
+    retiring_principal: str | None
+
+
+@dataclass(frozen=True)
+class LiveKey:
+    """One key in one region, as the store reports it."""
+
+    key_id: str
+    region: str
+    arn: str
+    spec: str
+    usage: str
+    origin: str
+    multi_region: bool
+    multi_region_type: str | None
+    primary_region: str | None
+    description: str
+    state: str
+    deletion_date: datetime | None
+    policy: str
+    rotation_enabled: bool | None  # None: the spec has no rotation
+    rotation_period: int | None
+    tags: Mapping[str, str]
+    aliases: tuple[str, ...]
+    grants: tuple[LiveGrant, ...]
+
+    @property
+    def address(self) -> str | None:
+        return self.tags.get(ADDRESS_TAG)
+
+    @property
+    def protected(self) -> bool:
+        return self.tags.get(PROTECT_TAG) == "true"
+
+    @property
+    def user_tags(self) -> dict[str, str]:
+        """Tags the stack declares (the reconciler's own tags left out)."""
+        return {k: v for k, v in self.tags.items() if k not in MANAGED_TAGS}
+
+
+@dataclass(frozen=True)
+class LiveState:
+    """What one stack owns across regions, plus every alias of those regions (to spot collisions)."""
+
+    keys: tuple[LiveKey, ...]
+    aliases: Mapping[str, Mapping[str, str]]  # region -> alias name -> target key id
+    unowned: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # region -> key id -> owner stack
+
+    def fingerprint(self) -> str:
+        """SHA-256 of everything read: a saved plan is bound to it, so a moved store makes it stale."""
+        data = {"keys": [_jsonable(asdict(key)) for key in self.keys],
+                "aliases": {r: dict(sorted(a.items())) for r, a in sorted(self.aliases.items())}}
+        return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+    def by_address(self) -> dict[str, list[LiveKey]]:
+        found: dict[str, list[LiveKey]] = {}
+        for key in self.keys:
+            if key.address:
+                found.setdefault(key.address, []).append(key)
+        return found
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in sorted(value.items(), key=lambda item: str(item[0]))}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def _paged(call: Callable[..., dict], field_name: str, **params) -> list[dict]:
+    items, marker = [], None
+    while True:
+        response = call(**params, **({"Marker": marker} if marker else {}))
+        items += response.get(field_name, [])
+        if not response.get("Truncated"):
+            return items
+        marker = response["NextMarker"]
+
+
+def read_live(clients: Mapping[str, object], stack: str) -> LiveState:
+    """Read every key tagged for `stack` in each region's client, with policy, rotation, aliases, grants."""
+    keys: list[LiveKey] = []
+    aliases: dict[str, dict[str, str]] = {}
+    for region, kms in sorted(clients.items()):
+        region_aliases = _paged(kms.list_aliases, "Aliases", Limit=1000)
+        aliases[region] = {a["AliasName"]: a["TargetKeyId"] for a in region_aliases if a.get("TargetKeyId")}
+        by_key: dict[str, list[str]] = {}
+        for name, target in aliases[region].items():
+            by_key.setdefault(target, []).append(name)
+        for entry in _paged(kms.list_keys, "Keys", Limit=1000):
+            tags = {t["TagKey"]: t["TagValue"] for t in _paged(kms.list_resource_tags, "Tags", KeyId=entry["KeyId"])}
+            if tags.get(STACK_TAG) != stack:
+                continue
+            keys.append(_read_key(kms, region, entry["KeyId"], tags, tuple(sorted(by_key.get(entry["KeyId"], [])))))
+    keys.sort(key=lambda k: (k.address or "", k.region, k.key_id))
+    return LiveState(tuple(keys), aliases)
+
+
+def _read_key(kms, region: str, key_id: str, tags: dict[str, str], key_aliases: tuple[str, ...]) -> LiveKey:
+    meta = kms.describe_key(KeyId=key_id)["KeyMetadata"]
+    mrc = meta.get("MultiRegionConfiguration") or {}
+    rotation_enabled = rotation_period = None
+    if meta["KeySpec"] == "SYMMETRIC_DEFAULT":
+        status = kms.get_key_rotation_status(KeyId=key_id)
+        rotation_enabled, rotation_period = status["KeyRotationEnabled"], status.get("RotationPeriodInDays")
+    grants = tuple(
+        LiveGrant(g["GrantId"], g.get("Name"), g["GranteePrincipal"], tuple(sorted(g["Operations"])),
+                  g.get("Constraints") or None, g.get("RetiringPrincipal"))
+        for g in _paged(kms.list_grants, "Grants", KeyId=key_id)
+    )
+    return LiveKey(
+        key_id=key_id, region=region, arn=meta["Arn"], spec=meta["KeySpec"], usage=meta["KeyUsage"],
+        origin=meta.get("Origin", "AWS_KMS"), multi_region=meta.get("MultiRegion", False),
+        multi_region_type=mrc.get("MultiRegionKeyType"),
+        primary_region=(mrc.get("PrimaryKey") or {}).get("Region"), description=meta.get("Description", ""),
+        state=meta["KeyState"], deletion_date=meta.get("DeletionDate"),
+        policy=kms.get_key_policy(KeyId=key_id, PolicyName="default")["Policy"],
+        rotation_enabled=rotation_enabled, rotation_period=rotation_period, tags=tags, aliases=key_aliases,
+        grants=tuple(sorted(grants, key=lambda g: (g.name or "", g.grant_id))),
+    )
