@@ -10,14 +10,28 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
+from kmsplan.errors import KMSError
+
 STACK_TAG = "kmsplan:stack"
 ADDRESS_TAG = "kmsplan:address"
 PROTECT_TAG = "kmsplan:protect"
-MANAGED_TAGS = (STACK_TAG, ADDRESS_TAG, PROTECT_TAG)
+WINDOW_TAG = "kmsplan:deletion-window-days"
+MANAGED_TAGS = (STACK_TAG, ADDRESS_TAG, PROTECT_TAG, WINDOW_TAG)
+DEFAULT_WINDOW = 30
+RESERVED_ALIASES = "alias/kmsplan/"  # the reconciler's own: plan signing, apply locks
+
+_ADDRESS = re.compile(r"^key\.([A-Za-z0-9][A-Za-z0-9_-]*)(?:\.replica\[([a-z0-9-]+)\])?\Z")
+
+
+def parse_address(address: str) -> tuple[str, str | None] | None:
+    """`key.NAME` -> (NAME, None); `key.NAME.replica[REGION]` -> (NAME, REGION); else None."""
+    match = _ADDRESS.match(address)
+    return (match.group(1), match.group(2)) if match else None
 
 
 @dataclass(frozen=True)
@@ -62,6 +76,16 @@ class LiveKey:
         return self.tags.get(PROTECT_TAG) == "true"
 
     @property
+    def pending_deletion(self) -> bool:
+        return self.state in ("PendingDeletion", "PendingReplicaDeletion")
+
+    @property
+    def deletion_window(self) -> int:
+        """The window written by the reconciler (7-30), or AWS's default of 30."""
+        value = self.tags.get(WINDOW_TAG, "")
+        return int(value) if value.isdigit() and 7 <= int(value) <= 30 else DEFAULT_WINDOW
+
+    @property
     def user_tags(self) -> dict[str, str]:
         """Tags the stack declares (the reconciler's own tags left out)."""
         return {k: v for k, v in self.tags.items() if k not in MANAGED_TAGS}
@@ -77,8 +101,10 @@ class LiveState:
 
     def fingerprint(self) -> str:
         """SHA-256 of everything read: a saved plan is bound to it, so a moved store makes it stale."""
+        owned = {(key.key_id, key.region) for key in self.keys}
         data = {"keys": [_jsonable(asdict(key)) for key in self.keys],
-                "aliases": {r: dict(sorted(a.items())) for r, a in sorted(self.aliases.items())}}
+                "aliases": {r: {name: target for name, target in sorted(a.items()) if (target, r) in owned}
+                            for r, a in sorted(self.aliases.items())}}
         return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
     def by_address(self) -> dict[str, list[LiveKey]]:
@@ -115,17 +141,32 @@ def read_live(clients: Mapping[str, object], stack: str) -> LiveState:
     aliases: dict[str, dict[str, str]] = {}
     for region, kms in sorted(clients.items()):
         region_aliases = _paged(kms.list_aliases, "Aliases", Limit=1000)
-        aliases[region] = {a["AliasName"]: a["TargetKeyId"] for a in region_aliases if a.get("TargetKeyId")}
+        aliases[region] = {a["AliasName"]: a["TargetKeyId"] for a in region_aliases
+                           if a.get("TargetKeyId") and not a["AliasName"].startswith(RESERVED_ALIASES)}
         by_key: dict[str, list[str]] = {}
         for name, target in aliases[region].items():
             by_key.setdefault(target, []).append(name)
         for entry in _paged(kms.list_keys, "Keys", Limit=1000):
-            tags = {t["TagKey"]: t["TagValue"] for t in _paged(kms.list_resource_tags, "Tags", KeyId=entry["KeyId"])}
+            try:
+                tags = {t["TagKey"]: t["TagValue"]
+                        for t in _paged(kms.list_resource_tags, "Tags", KeyId=entry["KeyId"])}
+            except KMSError as error:
+                # a key whose policy shuts this principal out (another team's, say) cannot be
+                # shown to be ours, and one such key must not stop every plan in the region
+                if error.code == "AccessDeniedException":
+                    continue
+                raise
             if tags.get(STACK_TAG) != stack:
                 continue
             keys.append(_read_key(kms, region, entry["KeyId"], tags, tuple(sorted(by_key.get(entry["KeyId"], [])))))
     keys.sort(key=lambda k: (k.address or "", k.region, k.key_id))
     return LiveState(tuple(keys), aliases)
+
+
+def read_key(kms, region: str, key_id: str) -> LiveKey:
+    """One key afresh (apply re-checks each step's precondition with it)."""
+    tags = {t["TagKey"]: t["TagValue"] for t in _paged(kms.list_resource_tags, "Tags", KeyId=key_id)}
+    return _read_key(kms, region, key_id, tags, ())
 
 
 def _read_key(kms, region: str, key_id: str, tags: dict[str, str], key_aliases: tuple[str, ...]) -> LiveKey:

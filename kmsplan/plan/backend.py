@@ -1,0 +1,83 @@
+"""Where the reconciler reads and writes: the live store, seen through the KMS API.
+
+The planner and applier only call KMS operations on per-region clients, so the same code can
+later drive a served store or AWS KMS itself. Two things the KMS API does not offer come from
+the backend too: the registered principals (for lockout and who-loses-access checks) and the
+last cryptographic use of a key (from the audit log, for the deletion and disable guards).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+
+from kmsplan.errors import KmsplanError
+from kmsplan.policy import Principal
+from kmsplan.store import KeyStore
+
+#: operations that use key material: the audit records that count as "the key is in use"
+CRYPTO_EVENTS = frozenset({
+    "Encrypt", "Decrypt", "ReEncrypt", "GenerateDataKey", "GenerateDataKeyWithoutPlaintext",
+    "GenerateDataKeyPair", "GenerateDataKeyPairWithoutPlaintext", "Sign", "Verify", "GenerateMac",
+    "VerifyMac",
+})
+
+
+class LocalBackend:
+    """The embedded store, opened in this process; every call is made as `principal`."""
+
+    def __init__(self, store: KeyStore, principal: str | None = None) -> None:
+        self.store = store
+        self.account = store.config.account
+        self.regions: tuple[str, ...] = tuple(store.config.regions)
+        self.principal = principal or store.config.administrator
+        self._clients: dict[str, object] = {}
+
+    @classmethod
+    def open(cls, path: str | Path | None, principal: str | None = None) -> LocalBackend:
+        return cls(KeyStore.open(path), principal)
+
+    def client(self, region: str):
+        if region not in self._clients:
+            self._clients[region] = self.store.client(region=region, principal=self.principal)
+        return self._clients[region]
+
+    def clients(self) -> dict[str, object]:
+        return {region: self.client(region) for region in self.regions}
+
+    def principals(self) -> list[Principal]:
+        return self.store.registry.all()
+
+    def principal_record(self, arn: str) -> Principal:
+        found = self.store.registry.get(arn)
+        if found is None:
+            raise KmsplanError(f"principal {arn} is not registered in the store",
+                               hint="register it with `kmsplan store principals apply FILE`, or pass --principal")
+        return found
+
+    def last_use(self, arns: Iterable[str]) -> dict[str, datetime]:
+        """The newest successful cryptographic operation on each of `arns`, from the audit log."""
+        wanted, found = set(arns), {}
+        if not wanted:
+            return found
+        for record in self.store.audit.records():
+            if record.get("eventName") not in CRYPTO_EVENTS or record.get("errorCode"):
+                continue
+            for resource in record.get("resources") or ():
+                arn = resource.get("ARN")
+                if arn in wanted:
+                    found[arn] = datetime.fromisoformat(record["eventTime"].replace("Z", "+00:00"))
+        return found
+
+    def now(self) -> datetime:
+        return self.store.now()
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> LocalBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

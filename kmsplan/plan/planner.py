@@ -1,0 +1,70 @@
+"""Making a plan: validated stack + live state read through the backend -> an immutable `Plan`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from kmsplan.errors import KmsplanError
+from kmsplan.plan import guards
+from kmsplan.plan.backend import LocalBackend
+from kmsplan.plan.diff import diff
+from kmsplan.plan.live import LiveState, read_live
+from kmsplan.plan.model import Flags, Plan
+from kmsplan.stack import Stack, format_text, has_errors, load_stack, to_data
+
+
+class StackInvalid(KmsplanError):
+    """The stack has validation errors: nothing reaches the store."""
+
+
+def load_valid_stack(paths: Sequence[str]) -> Stack:
+    stack, findings = load_stack(list(paths))
+    if stack is None or has_errors(findings):
+        raise StackInvalid("the stack is not valid:\n" + format_text([f for f in findings if f.is_error]).rstrip(),
+                           hint="fix the findings above (`kmsplan validate` lists them all); nothing was read or changed")
+    return stack
+
+
+def stack_files(stack: Stack) -> dict[str, str]:
+    """Each file the stack was read from (policy files included) -> sha256 of its bytes."""
+    return {path: hashlib.sha256(Path(path).read_bytes()).hexdigest() for path in sorted(stack.files)}
+
+
+def digest(stack: Stack, files: dict[str, str]) -> str:
+    """Over the files' bytes and the resolved stack, so an edited policy file changes it too."""
+    text = "".join(f"{p}\0{h}\n" for p, h in sorted(files.items()))
+    text += json.dumps(to_data(stack), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def check_account(stack: Stack, backend: LocalBackend) -> None:
+    if stack.account != backend.account:
+        raise KmsplanError(f"stack {stack.name} is for account {stack.account}, the store is account {backend.account}",
+                           hint="point --store at the store of the stack's account, or fix `account:` in the stack")
+    regions = {stack.region} | {k.region for k in stack.keys} | {r.region for k in stack.keys for r in k.replicas}
+    missing = sorted(regions - set(backend.regions))
+    if missing:
+        raise KmsplanError(f"stack {stack.name} uses region(s) {', '.join(missing)} that the store does not have "
+                           f"(it has {', '.join(backend.regions)})",
+                           hint="create the store with those regions, or change the stack's regions")
+
+
+def make_plan(stack: Stack, backend: LocalBackend, flags: Flags) -> tuple[Plan, LiveState]:
+    """Read, diff, guard. The plan carries everything apply needs and what it was computed from."""
+    check_account(stack, backend)
+    live = read_live(backend.clients(), stack.name)
+    now = backend.now()
+    changes = diff(stack, live, now)
+    involved = [key.arn for key in live.keys]
+    context = guards.GuardContext(
+        account=backend.account, principal=backend.principal_record(backend.principal),
+        principals=backend.principals(), last_use=backend.last_use(involved), flags=flags, now=now)
+    findings = guards.check(changes, live, context)
+    files = stack_files(stack)
+    plan = Plan(stack=stack.name, account=backend.account, principal=backend.principal,
+                created_at=now.isoformat(timespec="seconds"), stack_files=files, stack_digest=digest(stack, files),
+                live_fingerprint=live.fingerprint(), flags=flags, changes=tuple(changes), findings=tuple(findings))
+    return plan, live
