@@ -109,13 +109,13 @@ def apply(ctx: click.Context, paths: tuple[str, ...], store_dir: Path | None, pr
           recent_use_days: int) -> None:
     """Apply a saved plan (PLAN), or plan the stack in PATHS and apply it after confirmation."""
     saved = _is_plan_file(paths)
+    made = read_plan_file(paths[0]) if saved else None
+    stack = None if saved else load_valid_stack(paths)
     with _backend(store_dir, principal) as backend:
-        if saved:
-            made = read_plan_file(paths[0])
+        if made is not None:
             if principal is None:
                 backend.principal = made.principal
         else:
-            stack = load_valid_stack(paths)
             made = plan_stack(stack, backend, _flags(allow_delete, allow_delete_recently_used, recent_use_days))
             if output == "text":
                 click.echo(_render(made, "text", _color(ctx)), nl=False)

@@ -7,6 +7,13 @@ grants, aliases, and last key deletions (replicas before their primary). Every s
 running apply again after any failure or a kill -9 converges. New keys are tagged with their
 stack and address in the CreateKey/ReplicateKey call itself: a key is never created unowned,
 so a crash cannot leave an orphan that a second apply would duplicate.
+
+KMS refuses CreateGrant and rotation changes on a disabled key, so a key is enabled before its
+rotation changes and disabled after them; a key this plan disables (or creates disabled) is
+disabled by the last of its new grants' steps rather than by its own step. (Either change on a
+key that is disabled and stays so is refused at plan time, guard G402.) A policy put with the
+lockout safety check bypassed may shut the applying principal out of the key, so it is put in
+a step of its own after all the others (a new key is created with the default policy first).
 """
 
 from __future__ import annotations
@@ -18,9 +25,9 @@ from typing import Any
 
 from kmsplan.errors import KMSError, KmsplanError
 from kmsplan.plan.backend import LocalBackend
-from kmsplan.plan.diff import GRANT_NAME_PREFIX
+from kmsplan.plan.diff import GRANT_NAME_PREFIX, grant_key_address
 from kmsplan.plan.live import (
-    ADDRESS_TAG, MANAGED_TAGS, PROTECT_TAG, STACK_TAG, WINDOW_TAG, LiveKey, LiveState, read_key,
+    ADDRESS_TAG, MANAGED_TAGS, PROTECT_TAG, STACK_TAG, WINDOW_TAG, LiveKey, LiveState, parse_address, read_key,
 )
 from kmsplan.plan.model import ALIAS, CREATE, DELETE, GRANT, KEY, REPLICA, UPDATE, Change, Plan
 from kmsplan.plan.policies import canonical
@@ -73,6 +80,13 @@ def ordered(plan: Plan) -> list[Change]:
     return sorted(plan.effective, key=_phase)
 
 
+def _policy_last(change: Change) -> bool:
+    """A bypassed policy may lock the applying principal out: it is put after everything else."""
+    after = change.after or {}
+    return change.kind in (KEY, REPLICA) and bool(after.get("bypass_policy_lockout_safety_check")) and (
+        change.actions == (CREATE,) or (change.actions == (UPDATE,) and "policy" in change.changed_attributes()))
+
+
 def _tags(plan: Plan, after: dict[str, Any]) -> dict[str, str]:
     return {**after["tags"], STACK_TAG: plan.stack, ADDRESS_TAG: after["address"],
             PROTECT_TAG: "true" if after["protect"] else "false",
@@ -90,23 +104,31 @@ class Applier:
                  progress: Callable[[str], None] = lambda line: None) -> None:
         self.backend, self.plan, self.progress = backend, plan, progress
         self.ids: dict[str, LiveKey] = {key.address: key for key in live.keys if key.address}
+        # key address -> its grants this plan creates, still to do (DisableKey waits for them)
+        self.new_grants: dict[str, set[str]] = {}
+        for change in plan.effective:
+            if change.kind == GRANT and CREATE in change.actions:
+                self.new_grants.setdefault(grant_key_address(change.address), set()).add(change.address)
+        self.disable_later: set[str] = set()
 
     def run(self) -> list[StepResult]:
         steps = ordered(self.plan)
+        work = [(change, change.actions, self._step) for change in steps]
+        work += [(change, (UPDATE,), self._policy_step) for change in steps if _policy_last(change)]
         results: list[StepResult] = []
-        for number, change in enumerate(steps, start=1):
-            label = f"[{number}/{len(steps)}] {change.address}: {'/'.join(change.actions)}"
+        for number, (change, actions, step) in enumerate(work, start=1):
+            label = f"[{number}/{len(work)}] {change.address}: {'/'.join(actions)}"
             try:
-                detail = self._step(change)
+                detail = step(change)
             except (KMSError, KmsplanError) as error:
                 code = getattr(error, "code", type(error).__name__)
-                results.append(StepResult(change.address, change.actions, FAILED, f"{code}: {error.message}"))
-                results += [StepResult(c.address, c.actions, NOT_RUN) for c in steps[number:]]
+                results.append(StepResult(change.address, actions, FAILED, f"{code}: {error.message}"))
+                results += [StepResult(c.address, a, NOT_RUN) for c, a, _ in work[number:]]
                 self.progress(f"{label} FAILED: {code}: {error.message}")
                 raise ApplyFailed(results, f"apply stopped at {change.address}: {code}: {error.message} "
-                                           f"({number - 1} of {len(steps)} steps done)") from None
+                                           f"({number - 1} of {len(work)} steps done)") from None
             status = SKIPPED if detail.startswith("already") else DONE
-            results.append(StepResult(change.address, change.actions, status, detail))
+            results.append(StepResult(change.address, actions, status, detail))
             self.progress(f"{label} {status}" + (f" ({detail})" if detail and status == DONE else ""))
         return results
 
@@ -127,9 +149,9 @@ class Applier:
         after: dict[str, Any] = change.after  # type: ignore[assignment]
         if change.address in self.ids:
             return "already exists: " + self.ids[change.address].key_id
-        common = {"Description": after["description"], "Policy": json.dumps(after["policy"]),
-                  "BypassPolicyLockoutSafetyCheck": bool(after["bypass_policy_lockout_safety_check"]),
-                  "Tags": _tag_list(_tags(self.plan, after))}
+        common: dict[str, Any] = {"Description": after["description"], "Tags": _tag_list(_tags(self.plan, after))}
+        if not _policy_last(change):  # otherwise the default policy until the policy step
+            common["Policy"] = json.dumps(after["policy"])
         if change.kind == KEY:
             meta = kms.create_key(KeySpec=after["spec"], KeyUsage=after["usage"],
                                   MultiRegion=after["multi_region"], **common)["KeyMetadata"]
@@ -142,14 +164,23 @@ class Applier:
         rotation = after.get("rotation")
         if rotation and rotation["enabled"]:
             kms.enable_key_rotation(KeyId=key_id, RotationPeriodInDays=rotation["period_days"])
+        detail = key_id
         if not after["enabled"]:
-            kms.disable_key(KeyId=key_id)
+            detail += self._disable(kms, change.address, key_id)
         self.ids[change.address] = read_key(kms, change.region, key_id)
-        return key_id
+        return detail
+
+    def _disable(self, kms, address: str, key_id: str) -> str:
+        """Disable now, or after the key's new grants (KMS refuses CreateGrant on a disabled key)."""
+        if self.new_grants.get(address):
+            self.disable_later.add(address)
+            return ", disabled after its new grants"
+        kms.disable_key(KeyId=key_id)
+        return ", disabled"
 
     def _primary(self, name: str) -> LiveKey:
         for key in self.ids.values():
-            if key.address and key.address.startswith(f"key.{name}") and key.multi_region_type == "PRIMARY":
+            if (parse_address(key.address or "") or ("",))[0] == name and key.multi_region_type == "PRIMARY":
                 return read_key(self.backend.client(key.region), key.region, key.key_id)
         raise KmsplanError(f"no live primary key for key.{name} to replicate from",
                            hint="run plan again: the primary must exist before its replicas")
@@ -167,14 +198,19 @@ class Applier:
             primary = self.backend.client(key.primary_region)
             primary.update_primary_region(KeyId=key.key_id, PrimaryRegion=after["primary_region"])
             done.append(f"primary region moved to {after['primary_region']}")
+            key = read_key(kms, change.region, key.key_id)  # this copy is the primary now
         if key.description != after["description"]:
             kms.update_key_description(KeyId=key.key_id, Description=after["description"])
             done.append("description")
-        if canonical(key.policy) != canonical(after["policy"]):
+        if not _policy_last(change) and canonical(key.policy) != canonical(after["policy"]):
             kms.put_key_policy(KeyId=key.key_id, PolicyName="default", Policy=json.dumps(after["policy"]),
                                BypassPolicyLockoutSafetyCheck=bool(after["bypass_policy_lockout_safety_check"]))
             done.append("policy")
         done += self._retag(kms, key, _tags(self.plan, after))
+        enabled = key.state == "Enabled"
+        if after["enabled"] and not enabled:  # before rotation: KMS refuses it on a disabled key
+            kms.enable_key(KeyId=key.key_id)
+            done.append("enabled")
         rotation = after.get("rotation")
         if rotation is not None and key.multi_region_type != "REPLICA":
             if rotation["enabled"] and (not key.rotation_enabled or key.rotation_period != rotation["period_days"]):
@@ -183,15 +219,28 @@ class Applier:
             elif not rotation["enabled"] and key.rotation_enabled:
                 kms.disable_key_rotation(KeyId=key.key_id)
                 done.append("rotation off")
-        enabled = key.state == "Enabled"
-        if after["enabled"] and not enabled:
-            kms.enable_key(KeyId=key.key_id)
-            done.append("enabled")
-        elif not after["enabled"] and enabled:
-            kms.disable_key(KeyId=key.key_id)
-            done.append("disabled")
+        if not after["enabled"] and enabled:
+            done.append(self._disable(kms, change.address, key.key_id)[2:])
         self.ids[change.address] = read_key(kms, change.region, key.key_id)
         return ", ".join(done) if done else "already up to date"
+
+    def _policy_step(self, change: Change) -> str:
+        """Put a bypassed policy, last: after it the applying principal may not reach the key."""
+        after: dict[str, Any] = change.after  # type: ignore[assignment]
+        kms = self.backend.client(change.region)
+        key = self.ids.get(change.address)
+        key_id = key.key_id if key else change.key_id or ""
+        try:
+            current = kms.get_key_policy(KeyId=key_id, PolicyName="default")["Policy"]
+        except KMSError as error:
+            if error.code != "AccessDeniedException":
+                raise
+            return "already put: the key no longer lets the applying principal read its policy"
+        if canonical(current) == canonical(after["policy"]):
+            return "already the declared policy"
+        kms.put_key_policy(KeyId=key_id, PolicyName="default", Policy=json.dumps(after["policy"]),
+                           BypassPolicyLockoutSafetyCheck=True)
+        return "policy put last, with the lockout safety check bypassed"
 
     @staticmethod
     def _retag(kms, key: LiveKey, wanted: dict[str, str]) -> list[str]:
@@ -228,6 +277,11 @@ class Applier:
                                hint="run plan again")
         if current == target.key_id:
             return "already points at " + target.key_id
+        expected = (change.before or {}).get("target_key_id")
+        if current != expected:  # made or moved since the plan: maybe another stack's, never taken over
+            raise KmsplanError(f"{change.address} now points at {current or 'nothing'}, not at "
+                               f"{expected or 'nothing'} as when the plan was made",
+                               hint="something else changed the alias: run plan again and review the new plan")
         if current is None:
             kms.create_alias(AliasName=name, TargetKeyId=target.key_id)
         else:
@@ -244,7 +298,7 @@ class Applier:
             raise
 
     def _grant(self, kms, change: Change) -> str:
-        key_address = _grant_key_address(change.address)
+        key_address = grant_key_address(change.address)
         key = self.ids.get(key_address)
         if key is None:
             raise KmsplanError(f"{change.address}: its key {key_address} does not exist", hint="run plan again")
@@ -275,14 +329,13 @@ class Applier:
                 if grant.get("Name") == name and not _grant_matches(grant, after):
                     kms.revoke_grant(KeyId=key.key_id, GrantId=grant["GrantId"])
             detail += ", old grant revoked"
+        waiting = self.new_grants.get(key_address, set())
+        waiting.discard(change.address)
+        if not waiting and key_address in self.disable_later:
+            self.disable_later.discard(key_address)
+            kms.disable_key(KeyId=key.key_id)
+            detail += f", {key_address} disabled"
         return detail
-
-
-def _grant_key_address(address: str) -> str:
-    """grant.NAME.GRANT -> key.NAME; grant.NAME.replica[R].GRANT -> key.NAME.replica[R]."""
-    body = address[len("grant."):].split("#", 1)[0]
-    head, _, _ = body.rpartition(".")
-    return "key." + head
 
 
 def _grant_matches(live: dict, after: dict[str, Any]) -> bool:

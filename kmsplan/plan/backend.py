@@ -8,6 +8,8 @@ last cryptographic use of a key (from the audit log, for the deletion and disabl
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
@@ -22,6 +24,7 @@ CRYPTO_EVENTS = frozenset({
     "GenerateDataKeyPair", "GenerateDataKeyPairWithoutPlaintext", "Sign", "Verify", "GenerateMac",
     "VerifyMac",
 })
+_EVENT_NAME = re.compile(rb'"eventName":"([A-Za-z]+)"')
 
 
 class LocalBackend:
@@ -61,13 +64,20 @@ class LocalBackend:
         wanted, found = set(arns), {}
         if not wanted:
             return found
-        for record in self.store.audit.records():
-            if record.get("eventName") not in CRYPTO_EVENTS or record.get("errorCode"):
-                continue
-            for resource in record.get("resources") or ():
-                arn = resource.get("ARN")
-                if arn in wanted:
-                    found[arn] = datetime.fromisoformat(record["eventTime"].replace("Z", "+00:00"))
+        with open(self.store.audit.path, "rb") as log:
+            for raw in log:
+                # Most records are reads (a plan audits several per key): skip them unparsed.
+                match = _EVENT_NAME.search(raw)
+                if match is None or match.group(1).decode() not in CRYPTO_EVENTS or b'"errorCode"' in raw:
+                    continue
+                try:
+                    record = json.loads(raw)
+                except ValueError:
+                    continue
+                for resource in record.get("resources") or ():
+                    arn = resource.get("ARN")
+                    if arn in wanted:
+                        found[arn] = datetime.fromisoformat(record["eventTime"].replace("Z", "+00:00"))
         return found
 
     def now(self) -> datetime:

@@ -121,7 +121,7 @@ def _key_change(copy: DesiredCopy, live: LiveKey, account: str) -> Change:
     if not changed:
         return Change(copy.address, kind, copy.region, (NOOP,), before, after, key_id=live.key_id)
     reason = "cancel the scheduled deletion" + (" and enable" if after["enabled"] else "") \
-        if live.pending_deletion else f"{', '.join(changed)} differ"
+        if live.pending_deletion else f"{', '.join(changed)} {'differs' if len(changed) == 1 else 'differ'}"
     return Change(copy.address, kind, copy.region, (UPDATE,), before, after, reason, live.key_id)
 
 
@@ -202,6 +202,13 @@ def _grant_changes(copy: DesiredCopy, address: str, live: LiveKey | None) -> lis
 def _grant_address(key_address: str, name: str) -> str:
     """`grant.<key>.<name>` or `grant.<key>.replica[<region>].<name>` from the key's address."""
     return "grant." + key_address[len("key."):] + "." + name
+
+
+def grant_key_address(address: str) -> str:
+    """The key address of a grant address (a duplicate's `#id` suffix ignored):
+    grant.NAME.GRANT -> key.NAME; grant.NAME.replica[R].GRANT -> key.NAME.replica[R]."""
+    head, _, _ = address[len("grant."):].split("#", 1)[0].rpartition(".")
+    return "key." + head
 
 
 def _alias_changes(stack: Stack, live: LiveState, address_ids: dict[str, str | None],

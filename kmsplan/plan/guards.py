@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from kmsplan.plan.diff import IMMUTABLE
+from kmsplan.plan.diff import IMMUTABLE, grant_key_address
 from kmsplan.plan.live import LiveState
 from kmsplan.plan.model import ALIAS, CREATE, DELETE, ERROR, GRANT, UPDATE, WARNING, Change, Finding, Flags
 from kmsplan.policy import Grant, KeyFacts, Principal, lockout_check, parse_policy, unknown_principals, who_can
@@ -36,6 +36,7 @@ CODES: dict[str, str] = {
     "G303": "a principal loses a permission it has today",
     "G304": "the policy names principals the store does not know",
     "G401": "disabling a key used within --recent-use-days",
+    "G402": "a new grant or a rotation change on a key that is disabled and stays disabled (KMS refuses both)",
     "G501": "an alias would point at a key of another spec or usage",
     "G502": "an alias would be left pointing at a deleted key",
     "G503": "the alias exists and points at a key this stack does not own",
@@ -195,7 +196,9 @@ def _policies(changes: Sequence[Change], live: LiveState, ctx: GuardContext) -> 
                 f"{change.address}: {decision.reason}" + (" — BYPASSED by bypass_policy_lockout_safety_check" if bypass
                                                           else ""),
                 "keep a statement that lets the applying principal call kms:PutKeyPolicy" if not bypass
-                else "make sure another principal can still manage this key", WARNING if bypass else ERROR))
+                else "make sure another principal can still manage this key, and plan this stack as that principal "
+                     "from now on (--principal): a key the planner cannot read is invisible to it",
+                WARNING if bypass else ERROR))
         grants = _grants(by_id.get((change.key_id, change.region)))
         admins = set.intersection(*({p.principal for p in who_can(new, grants, ctx.principals, facts, [action])
                                      if not p.conditions} for action in ADMIN_ACTIONS))
@@ -238,7 +241,7 @@ def _losses(change: Change, new: Any, grants: list[Grant], facts: KeyFacts, ctx:
 # --- disabling a key in use --------------------------------------------------------------
 
 def _disables(changes: Sequence[Change], live: LiveState, ctx: GuardContext) -> list[Finding]:
-    found = []
+    found = _while_disabled(changes)
     by_id = {(key.key_id, key.region): key for key in live.keys}
     for change in changes:
         if change.kind in ("key", "replica") and change.actions == (UPDATE,) \
@@ -250,6 +253,28 @@ def _disables(changes: Sequence[Change], live: LiveState, ctx: GuardContext) -> 
                     "G401", change.address,
                     f"{change.address} is being disabled but was used at {used.isoformat(timespec='seconds')}",
                     "every caller using it will get DisabledException; make sure none still does", WARNING))
+    return found
+
+
+def _while_disabled(changes: Sequence[Change]) -> list[Finding]:
+    """G402: KMS refuses CreateGrant and rotation changes on a disabled key, and apply never
+    enables a key the stack declares disabled, not even for a moment."""
+    stays_disabled = {c.address for c in changes if c.kind in ("key", "replica") and c.before and c.after
+                      and not c.before["enabled"] and not c.after["enabled"]}
+    found = []
+    for change in changes:
+        before, after = change.before or {}, change.after or {}
+        if change.kind == GRANT and CREATE in change.actions:
+            key_address, what = grant_key_address(change.address), "create grants on"
+        elif change.address in stays_disabled and before["rotation"] != after["rotation"]:
+            key_address, what = change.address, "change the rotation of"
+        else:
+            continue
+        if key_address in stays_disabled:
+            found.append(_finding(
+                "G402", change.address, f"{change.address}: {key_address} is disabled, and KMS refuses to {what} "
+                "a disabled key", f"enable {key_address} in the stack for one apply (the change is made with it), "
+                "then disable it again" + ("; or drop the grant" if change.kind == GRANT else "")))
     return found
 
 

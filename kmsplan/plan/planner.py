@@ -29,7 +29,8 @@ def load_valid_stack(paths: Sequence[str]) -> Stack:
 
 
 def stack_files(stack: Stack) -> dict[str, str]:
-    """Each file the stack was read from (policy files included) -> sha256 of its bytes."""
+    """Each stack file -> sha256 of its bytes. (The policy files they name are covered by
+    `digest`, through the resolved policies.)"""
     return {path: hashlib.sha256(Path(path).read_bytes()).hexdigest() for path in sorted(stack.files)}
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from kmsplan.errors import KMSError, KmsplanError
 from kmsplan.plan import signing
-from kmsplan.plan.apply import Applier, StepResult
+from kmsplan.plan.apply import Applier, ApplyFailed, StepResult
 from kmsplan.plan.backend import LocalBackend
 from kmsplan.plan.diff import desired_copies, diff, live_attributes
 from kmsplan.plan.drift import drift_items
@@ -64,8 +64,8 @@ def check_saved_plan(plan: Plan, backend: LocalBackend) -> None:
     files = stack_files(stack) if stack else {}
     changed = sorted(p for p in plan.stack_files if files.get(p) != plan.stack_files[p])
     if stack is None or changed or digest(stack, files) != plan.stack_digest:
-        raise PlanRejected("the stack files changed since the plan was made" + (f": {', '.join(changed)}" if changed
-                                                                                  else ""),
+        what = f": {', '.join(changed)}" if changed else (" (a policy file they name)" if stack else "")
+        raise PlanRejected("the stack files changed since the plan was made" + what,
                            hint="run `kmsplan plan --out PLAN` again and review the new plan")
 
 
@@ -84,7 +84,13 @@ def apply_plan(plan: Plan, backend: LocalBackend, *, saved: bool,
         if live.fingerprint() != plan.live_fingerprint:
             raise PlanRejected("the live store changed since the plan was made (the plan is stale)",
                                hint="run plan again and review the new plan")
-        return Applier(backend, plan, live, progress).run(), notice
+        try:
+            return Applier(backend, plan, live, progress).run(), notice
+        except ApplyFailed as failure:
+            if saved:  # the steps done made this plan stale: only a new plan (or `apply PATH`) goes on
+                failure.hint = ("fix the cause, then run `kmsplan plan --out PLAN` and apply the new plan "
+                                "(or `kmsplan apply PATH`): it plans only what is left")
+            raise
     finally:
         signing.release(control, plan.stack)
 

@@ -298,8 +298,10 @@ def _drift_lines(item: Drift) -> list[_Line]:
     body: list[_Line] = []
     if item.attribute == "policy":
         body = _policy_lines(item.live, item.declared, 2)
-    elif isinstance(item.live, dict) and isinstance(item.declared, dict):
-        body = _mapping_lines(item.live, item.declared, 2)
+    elif isinstance(item.live, dict) and isinstance(item.declared, dict):  # a declared grant has no id yet
+        skip = {k for k in _KNOWN_AFTER_APPLY if item.declared.get(k) is None}
+        body = _mapping_lines({k: v for k, v in item.live.items() if k not in skip},
+                              {k: v for k, v in item.declared.items() if k not in skip}, 2)
     elif item.attribute == "undeclared" and isinstance(item.live, dict):
         body = _mapping_lines(item.live, {}, 2)
     elif item.attribute not in ("exists", "undeclared"):
@@ -317,6 +319,7 @@ def _drift_count(items: Sequence[Drift]) -> str:
 
 
 def render_drift_text(items: Sequence[Drift], color: bool = False) -> str:
+    """Per address, live against declared, in the signs a plan would use to put it back."""
     if not items:
         return NO_DRIFT + "\n"
     out = [DRIFT_LEGEND, ""]
@@ -329,12 +332,14 @@ def render_drift_text(items: Sequence[Drift], color: bool = False) -> str:
 
 
 def render_drift_json(items: Sequence[Drift], stack: str) -> str:
+    """Versioned like the plan; `drifted` saves a CI job from counting."""
     data = {"format_version": FORMAT_VERSION, "stack": stack, "drifted": bool(items),
             "drift": [d.to_data() for d in sorted(items, key=lambda d: (d.address, d.attribute))]}
     return json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
 
 
 def render_drift_markdown(items: Sequence[Drift], stack: str) -> str:
+    """An issue or PR comment: one collapsible diff per drifted resource."""
     out = [f"### kmsplan drift: {_cell(stack)}", ""]
     if not items:
         return "\n".join(out + [f"**{NO_DRIFT}**"]) + "\n"
@@ -371,6 +376,7 @@ def render_results_text(results: Sequence[StepOutcome]) -> str:
 
 
 def render_results_json(results: Sequence[StepOutcome], ok: bool) -> str:
+    """Every step, run or not, so automation can tell a partial apply from a finished one."""
     data = {"format_version": FORMAT_VERSION, "ok": ok, "summary": _counts(results),
             "results": [r.to_data() for r in results]}
     return json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
