@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -105,16 +106,24 @@ COMPARED = ("address", "spec", "usage", "multi_region", "origin", "primary_regio
 IMMUTABLE = ("spec", "usage", "multi_region", "origin")
 
 
-def _same_policy(before: dict[str, Any], after: dict[str, Any]) -> bool:
+@lru_cache(maxsize=4096)
+def _canonical_text(text: str) -> str | None:
+    """Canonical form of a policy text, cached: most keys of a stack share a few policy texts."""
     try:
-        return canonical(before) == canonical(after)
+        return json.dumps(canonical(text), sort_keys=True)
     except Exception:  # an unparseable live policy is a difference, shown as such
-        return False
+        return None
+
+
+def _same_policy(before: str, after: str) -> bool:
+    form = _canonical_text(before)
+    return form is not None and form == _canonical_text(after)
 
 
 def _key_change(copy: DesiredCopy, live: LiveKey, account: str) -> Change:
     before, after = live_attributes(live), desired_attributes(copy, account)
-    if _same_policy(before["policy"], after["policy"]):
+    desired_text = copy.decl.policy.text if copy.decl.policy else default_policy(account)
+    if _same_policy(live.policy, desired_text):
         after["policy"] = before["policy"]  # semantic equality: no perpetual diff
     changed = [name for name in COMPARED if before[name] != after[name]]
     kind = KEY if copy.is_primary else REPLICA

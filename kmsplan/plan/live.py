@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import datetime
 
 from kmsplan.errors import KMSError
@@ -102,7 +102,7 @@ class LiveState:
     def fingerprint(self) -> str:
         """SHA-256 of everything read: a saved plan is bound to it, so a moved store makes it stale."""
         owned = {(key.key_id, key.region) for key in self.keys}
-        data = {"keys": [_jsonable(asdict(key)) for key in self.keys],
+        data = {"keys": [_jsonable(_fields(key)) for key in self.keys],
                 "aliases": {r: {name: target for name, target in sorted(a.items()) if (target, r) in owned}
                             for r, a in sorted(self.aliases.items())}}
         return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
@@ -113,6 +113,15 @@ class LiveState:
             if key.address:
                 found.setdefault(key.address, []).append(key)
         return found
+
+
+def _fields(value: object) -> object:
+    """A shallow `asdict` (which deep-copies and dominated the fingerprint of big stacks)."""
+    if is_dataclass(value):
+        return {f.name: _fields(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [_fields(v) for v in value]
+    return value
 
 
 def _jsonable(value: object) -> object:

@@ -151,7 +151,11 @@ def parse_yaml(data: bytes, file: str) -> Document:
         parts = [p for p in (err.context, err.problem) if p]
         message = "; ".join(parts) or "invalid YAML"
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        builder.findings.append(finding(file, line, col, "E103", f"YAML syntax error: {message}"))
+        if "maximum nesting depth" in message:  # libyaml >= 0.2.5 stops deep flow nesting itself
+            builder.findings.append(finding(file, line, col, "E106", f"nesting deeper than {MAX_DEPTH} "
+                                                                     "levels; a stack is never this deep"))
+        else:
+            builder.findings.append(finding(file, line, col, "E103", f"YAML syntax error: {message}"))
         root = None
     except yaml.reader.ReaderError as err:
         line, col = _offset_loc(data, err.position)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 import uuid
+from functools import lru_cache
 
 from kmsplan.errors import KMSError
 from kmsplan.policy import KeyFacts
@@ -24,6 +25,7 @@ MAX_POLICY_BYTES = 32768
 MAX_TAGS = 50
 
 
+@lru_cache(maxsize=16)
 def default_policy(account: str) -> str:
     """The key policy AWS KMS gives a key created without one: the account delegates to IAM."""
     return json.dumps({

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import jsonschema
@@ -87,7 +88,7 @@ def test_usage_errors_exit_1() -> None:
 
 
 def test_the_console_script_runs_validate() -> None:
-    script = shutil.which("kmsplan")
+    script = shutil.which("kmsplan", path=str(Path(sys.executable).parent)) or shutil.which("kmsplan")
     assert script is not None, "pip install -e . installs the kmsplan console script"
     result = subprocess.run([script, "validate", str(EXAMPLES / "minimal")],
                             capture_output=True, text=True, timeout=120, check=False)
