@@ -31,8 +31,9 @@ def drift_items(changes: Sequence[Change], live: LiveState) -> list[Drift]:
             items.append(Drift(change.address, GRANT, change.region, "grant", before, after,
                                "the live grant differs from the declared one"))
         elif change.kind == ALIAS:
-            items.append(Drift(change.address, ALIAS, change.region, "target", before.get("target_key_id"),
-                               after.get("target"), "the alias points elsewhere"))
+            items.append(Drift(change.address, ALIAS, change.region, "target",
+                               before.get("target") or before.get("target_key_id"), after.get("target"),
+                               f"the alias points at key {before.get('target_key_id')}, not the declared key"))
         elif change.actions == (UPDATE,):
             items += _key_items(change)
     items += _foreign_grants(live)
@@ -55,7 +56,7 @@ def _key_items(change: Change) -> list[Drift]:
         if name in ("enabled", "pending_deletion") or before.get(name) == after.get(name):
             continue
         items.append(Drift(change.address, change.kind, change.region, name, before.get(name), after.get(name),
-                           f"{name} differs"))
+                           f"the live {name.replace('_', ' ')} is not the declared one"))
     return items
 
 

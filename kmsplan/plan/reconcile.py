@@ -51,11 +51,17 @@ def read_plan_file(path: str | Path) -> Plan:
 
 
 def check_saved_plan(plan: Plan, backend: LocalBackend) -> None:
-    """Signature first (an edited plan says nothing trustworthy), then the stack files."""
-    signing.verify(plan, _control_client(backend))
+    """The store's account first (another store's key cannot vouch for the plan, and "edited" would
+    mislead), then the principal the guards were evaluated for, then the signature (an edited plan
+    says nothing trustworthy), then the stack files."""
     if plan.account != backend.account:
         raise PlanRejected(f"the plan is for account {plan.account}, the store is account {backend.account}",
                            hint="apply it to the store it was made on")
+    if plan.principal != backend.principal:
+        raise PlanRejected(f"the plan was made as {plan.principal}, not {backend.principal}: its lockout checks "
+                           "hold for the principal that made it", hint="apply it as that principal (omit --principal), "
+                           "or make a new plan as this one")
+    signing.verify(plan, _control_client(backend))
     missing = [p for p in plan.stack_files if not Path(p).is_file()]
     if missing:
         raise PlanRejected(f"the plan's stack file {missing[0]} is missing",

@@ -144,6 +144,9 @@ def acquire(kms, stack: str, principal: str, now: datetime) -> str | None:
                     hint=f"wait for that apply to finish; if it is dead, run `kmsplan force-unlock {stack}`")
             notice = f"took over the lock of a dead apply (pid {holder.get('pid')} on {holder.get('host')})"
             kms.delete_alias(AliasName=_lock_alias(stack))
+    else:  # another apply took the freed lock between our two tries: it holds it now
+        raise KmsplanError(f"stack {stack} is locked: another apply took its lock while a dead apply's lock "
+                           "was being cleared", hint="wait for that apply to finish, then run apply again")
     kms.tag_resource(KeyId=key_id, Tags=[{"TagKey": _lock_tag(stack),
                                           "TagValue": _holder(principal, now)}])
     return notice

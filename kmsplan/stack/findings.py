@@ -57,7 +57,7 @@ CODES: dict[str, tuple[str, str]] = {
     "E406": (ERROR, "replica in the key's own region"),
     # aliases and tags
     "E500": (ERROR, "invalid alias name"),
-    "E501": (ERROR, "alias name in the reserved alias/aws/ namespace"),
+    "E501": (ERROR, "alias name in a reserved namespace (alias/aws/, alias/kmsplan/)"),
     "E502": (ERROR, "alias name used more than once in a region"),
     "E503": (ERROR, "tag key not 1-128 characters"),
     "E504": (ERROR, "tag value longer than 256 characters"),

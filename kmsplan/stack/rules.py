@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 from kmsplan.stack import specs
+from kmsplan.stack.actions import expect_action, keyless_action, suggest_action
 from kmsplan.stack.context import (
     DEFAULT_PERIOD,
     DEFAULT_WINDOW,
@@ -43,6 +44,12 @@ _PRINCIPAL = re.compile(
     r"^arn:aws(-cn|-us-gov)?:iam::\d{12}:(root|(user|role|federated-user)/\S+)$"
     r"|^arn:aws(-cn|-us-gov)?:sts::\d{12}:(assumed-role|federated-user)/\S+$"
     r"|^[a-z0-9][a-z0-9.-]*\.amazonaws\.com(\.cn)?$")
+#: who `expect:` may name: identities the who-can analysis can report (no service principals)
+_IAM_PRINCIPAL = re.compile(
+    r"^arn:aws(-cn|-us-gov)?:iam::\d{12}:(root|(user|role)/\S+)$"
+    r"|^arn:aws(-cn|-us-gov)?:sts::\d{12}:assumed-role/\S+$")
+
+
 class KeyBuilder:
     """Checks one key (and its replicas, grants, aliases, tags, policies) and builds it."""
 
@@ -233,6 +240,9 @@ class KeyBuilder:
             elif name.lower().startswith("alias/aws/"):
                 self.here(loc, "E501", f"{where}: {name!r} is in alias/aws/, which AWS reserves "
                                        "for AWS managed keys")
+            elif name.startswith("alias/kmsplan/"):
+                self.here(loc, "E501", f"{where}: {name!r} is in alias/kmsplan/, which kmsplan reserves "
+                                       "for its apply locks and plan-signing key; choose another name")
             else:
                 out.append(AliasDecl(name, region, target, f"alias[{region}].{name}",
                                      Source(self.unit.file, *loc)))
@@ -338,15 +348,41 @@ class KeyBuilder:
                                 kinds.get("encryption_context_subset"))
 
     def expect(self, names: dict[str, str]) -> FrozenMap[str, tuple[str, ...]]:
+        """Expected principals per action, keyed as written. An unknown action (E203), two
+        spellings of one action (E204) and a principal that is no IAM principal ARN (E204) are
+        reported here, so `kmsplan verify` never meets an expectation it cannot check."""
         raw = self.container(self.raw, self.path, "expect") or {}
         out = {}
+        seen: dict[str, str] = {}
         for action, principals in raw.items():
             if self.unit.bad(self.path + ("expect", action)):
                 continue
             where = f"{where_of(self.path)}.expect.{action}"
-            out[action] = tuple(sorted(
-                self.text(p, names, self.unit.file, principals.value_loc(i), where)
-                for i, p in enumerate(principals)))
+            meant = expect_action(action)
+            if meant is None and keyless_action(action):
+                self.here(raw.key_loc(action), "E203",
+                          f"{where}: {keyless_action(action)} acts on no key, so no key's policy "
+                          "decides who may call it; expect only actions on the key")
+            elif meant is None:
+                close = suggest_action(action)
+                hint = f"; did you mean '{close}'?" if close else \
+                    " (write the action in snake_case, e.g. 'decrypt', or as 'kms:Decrypt')"
+                self.here(raw.key_loc(action), "E203",
+                          f"{where}: '{action}' is not a KMS action on a key{hint}")
+            elif meant in seen:
+                self.here(raw.key_loc(action), "E204",
+                          f"{where}: '{seen[meant]}' and '{action}' both name {meant}; keep one")
+            else:
+                seen[meant] = action
+            values = []
+            for i, principal in enumerate(principals):
+                value = self.text(principal, names, self.unit.file, principals.value_loc(i), where)
+                if "${" not in value and not _IAM_PRINCIPAL.match(value):
+                    self.here(principals.value_loc(i), "E204",
+                              f"{where}[{i}]: {value!r} is not an IAM principal ARN "
+                              "(arn:aws:iam::ACCOUNT:role/NAME, user/NAME or root)")
+                values.append(value)
+            out[action] = tuple(sorted(values))
         return FrozenMap(out)
 
     # --- replicas -------------------------------------------------------------------------

@@ -83,6 +83,9 @@ CREATE TABLE IF NOT EXISTS grants (
     created REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS grants_by_key ON grants (region, key_id);
+-- next_event() runs after every write: without these it scans every key (10,000-key applies went superlinear)
+CREATE INDEX IF NOT EXISTS keys_by_deletion ON keys (deletion_date);
+CREATE INDEX IF NOT EXISTS keys_by_rotation ON keys (next_rotation) WHERE rotation_enabled = 1 AND state = 'Enabled';
 CREATE TABLE IF NOT EXISTS journal (
     id INTEGER PRIMARY KEY,
     region TEXT NOT NULL,
@@ -96,6 +99,20 @@ CREATE TABLE IF NOT EXISTS principals (
     policies TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+# -- kmsplan serve: SigV4 access keys (kmsplan.server.credentials) ---------------------------
+# Kept apart from the KMS tables above. The secret is not here: it lives in the token of
+# `region` as a non-extractable HMAC key with CKA_ID CREDENTIAL_PREFIX + access_key_id.
+_CREDENTIALS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS credentials (
+    access_key_id TEXT PRIMARY KEY,
+    principal TEXT NOT NULL,
+    region TEXT NOT NULL,
+    description TEXT NOT NULL,
+    created REAL NOT NULL,
+    revoked REAL
+);
 """
 
 
@@ -163,7 +180,7 @@ class Metadata:
     def ensure_schema(self) -> None:
         """Create missing tables (every statement is IF NOT EXISTS): new stores and upgrades alike."""
         with self.write() as conn:
-            for statement in _SCHEMA.strip().split(";"):
+            for statement in (_SCHEMA + _CREDENTIALS_SCHEMA).strip().split(";"):
                 if statement.strip():
                     conn.execute(statement)
             conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 from plan_helpers import (
+    ADMIN,
     APP,
     AWAY,
     BATCH,
@@ -120,6 +121,16 @@ def test_a_stale_plan_is_refused(cli):
     cli.call(HOME, "update_key_description", KeyId=cli.key_id("key.data"), Description="by hand")
     assert_error(cli.run("apply", str(third)), "stale")
     assert cli.call(HOME, "describe_key", KeyId=cli.key_id("key.data"))["KeyMetadata"]["Description"] == "by hand"
+
+
+def test_a_plan_is_applied_only_as_the_principal_it_was_made_for_and_on_its_account(cli):
+    cli.write({"data": {}})
+    path = saved(cli)
+    assert_error(cli.run("apply", str(path), "--principal", ADMIN), "was made as", "lockout checks")
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps({**data, "account": "999988887777"}))
+    assert_error(cli.run("apply", str(path)), "account 999988887777", "store it was made on")
+    assert cli.stack_keys() == [], "nothing was applied"
 
 
 @pytest.mark.parametrize("edit", ["stack", "policy file"])
