@@ -20,6 +20,7 @@ from kmsplan.plan import (
 )
 from kmsplan.plan import render
 from kmsplan.plan.model import Plan
+from kmsplan.plan.remote import RemoteBackend
 
 PRINCIPAL_OPTION = click.option(
     "--principal", default=None, envvar="KMSPLAN_PRINCIPAL",
@@ -46,7 +47,24 @@ def _color(ctx: click.Context) -> bool:
     return ctx.color is not False and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
 
 
-def _backend(store_dir: Path | None, principal: str | None) -> LocalBackend:
+def _remember_endpoint(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    ctx.meta["kmsplan.endpoint"] = value
+
+
+ENDPOINT_OPTION = click.option(
+    "--endpoint", default=None, envvar="KMSPLAN_ENDPOINT", expose_value=False, callback=_remember_endpoint,
+    help="URL of a served store (`kmsplan serve`), reached with boto3 and the standard AWS credentials "
+         "instead of opening --store (env KMSPLAN_ENDPOINT).")
+
+
+def _backend(store_dir: Path | None, principal: str | None, region: str | None = None) -> LocalBackend | RemoteBackend:
+    """The embedded store in --store, or a served store at --endpoint (the stack's region reaches it
+    when the AWS configuration names none)."""
+    endpoint = click.get_current_context().meta.get("kmsplan.endpoint")
+    if endpoint:
+        if store_dir is not None:
+            raise KmsplanError("--store and --endpoint both given", hint="use one: a local store or a served one")
+        return RemoteBackend.open(endpoint, principal, region)
     from kmsplan.store.layout import default_store_dir
 
     return LocalBackend.open(store_dir or default_store_dir(), principal)
@@ -63,6 +81,7 @@ def _render(plan: Plan, output: str, color: bool) -> str:
 @click.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @STORE_OPTION
+@ENDPOINT_OPTION
 @PRINCIPAL_OPTION
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the signed plan here, for `kmsplan apply PLAN`.")
@@ -75,7 +94,7 @@ def plan(ctx: click.Context, paths: tuple[str, ...], store_dir: Path | None, pri
          allow_delete_recently_used: bool, recent_use_days: int) -> None:
     """Show what applying the stack in PATHS would change in the live store. Reads only."""
     stack = load_valid_stack(paths)
-    with _backend(store_dir, principal) as backend:
+    with _backend(store_dir, principal, stack.region) as backend:
         made = plan_stack(stack, backend, _flags(allow_delete, allow_delete_recently_used, recent_use_days),
                           sign=out is not None)
     click.echo(_render(made, output, _color(ctx)), nl=False)
@@ -89,6 +108,10 @@ def plan(ctx: click.Context, paths: tuple[str, ...], store_dir: Path | None, pri
     ctx.exit(2 if detailed_exitcode and made.effective else 0)
 
 
+def _plan_region(made: Plan | None) -> str | None:
+    return next((change.region for change in made.changes), None) if made else None
+
+
 def _is_plan_file(paths: tuple[str, ...]) -> bool:
     if len(paths) != 1 or not Path(paths[0]).is_file():
         return False
@@ -99,6 +122,7 @@ def _is_plan_file(paths: tuple[str, ...]) -> bool:
 @click.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @STORE_OPTION
+@ENDPOINT_OPTION
 @PRINCIPAL_OPTION
 @click.option("--auto-approve", is_flag=True, help="Apply without asking (needed when not on a terminal).")
 @click.option("--format", "output", type=click.Choice(["text", "json"]), default="text", show_default=True)
@@ -111,9 +135,9 @@ def apply(ctx: click.Context, paths: tuple[str, ...], store_dir: Path | None, pr
     saved = _is_plan_file(paths)
     made = read_plan_file(paths[0]) if saved else None
     stack = None if saved else load_valid_stack(paths)
-    with _backend(store_dir, principal) as backend:
+    with _backend(store_dir, principal, stack.region if stack else _plan_region(made)) as backend:
         if made is not None:
-            if principal is None:
+            if principal is None and isinstance(backend, LocalBackend):  # remote: the credential decides
                 backend.principal = made.principal
         else:
             made = plan_stack(stack, backend, _flags(allow_delete, allow_delete_recently_used, recent_use_days))
@@ -156,6 +180,7 @@ def _report_results(ctx: click.Context, output: str, results: list, line: str) -
 @click.command("drift")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @STORE_OPTION
+@ENDPOINT_OPTION
 @PRINCIPAL_OPTION
 @FORMAT_OPTION
 @click.option("--detailed-exitcode", is_flag=True, help="Accepted for symmetry with plan: drift always exits 2 on drift.")
@@ -164,7 +189,7 @@ def drift_cmd(ctx: click.Context, paths: tuple[str, ...], store_dir: Path | None
               output: str, detailed_exitcode: bool) -> None:
     """Report every difference between the live store and the stack in PATHS; exit 2 when anything drifted."""
     stack = load_valid_stack(paths)
-    with _backend(store_dir, principal) as backend:
+    with _backend(store_dir, principal, stack.region) as backend:
         items = drift(stack, backend)
     if output == "json":
         click.echo(render.render_drift_json(items, stack.name), nl=False)
@@ -180,11 +205,12 @@ def drift_cmd(ctx: click.Context, paths: tuple[str, ...], store_dir: Path | None
 @click.argument("address")
 @click.argument("key")
 @STORE_OPTION
+@ENDPOINT_OPTION
 @PRINCIPAL_OPTION
 def import_cmd(path: str, address: str, key: str, store_dir: Path | None, principal: str | None) -> None:
     """Adopt the existing KEY (id, ARN or alias) as ADDRESS of the stack in PATH."""
     stack = load_valid_stack([path])
-    with _backend(store_dir, principal) as backend:
+    with _backend(store_dir, principal, stack.region) as backend:
         click.echo(import_key(stack, backend, address, key))
 
 
@@ -200,6 +226,7 @@ def show(ctx: click.Context, plan_file: str, output: str) -> None:
 @click.command("force-unlock")
 @click.argument("stack")
 @STORE_OPTION
+@ENDPOINT_OPTION
 @PRINCIPAL_OPTION
 def force_unlock_cmd(stack: str, store_dir: Path | None, principal: str | None) -> None:
     """Release STACK's apply lock left by an apply that died. Make sure it is dead first."""

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kmsplan.errors import KMSError, KmsplanError
-from kmsplan.plan.backend import LocalBackend
+from kmsplan.plan.backend import Backend
 from kmsplan.plan.diff import GRANT_NAME_PREFIX, grant_key_address
 from kmsplan.plan.live import (
     ADDRESS_TAG, MANAGED_TAGS, PROTECT_TAG, STACK_TAG, WINDOW_TAG, LiveKey, LiveState, parse_address, read_key,
@@ -100,7 +100,7 @@ def _tag_list(tags: dict[str, str]) -> list[dict[str, str]]:
 class Applier:
     """Runs one plan's changes against the backend as the plan's principal."""
 
-    def __init__(self, backend: LocalBackend, plan: Plan, live: LiveState,
+    def __init__(self, backend: Backend, plan: Plan, live: LiveState,
                  progress: Callable[[str], None] = lambda line: None) -> None:
         self.backend, self.plan, self.progress = backend, plan, progress
         self.ids: dict[str, LiveKey] = {key.address: key for key in live.keys if key.address}

@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
+from typing import Any, Protocol
 
 from kmsplan.errors import KmsplanError
 from kmsplan.policy import Principal
@@ -25,6 +26,44 @@ CRYPTO_EVENTS = frozenset({
     "VerifyMac",
 })
 _EVENT_NAME = re.compile(rb'"eventName":"([A-Za-z]+)"')
+
+
+def last_crypto_use(audit_path: str | Path, arns: Iterable[str]) -> dict[str, datetime]:
+    """The newest successful cryptographic operation on each of `arns`, from the audit log."""
+    wanted, found = set(arns), {}
+    if not wanted:
+        return found
+    with open(audit_path, "rb") as log:
+        for raw in log:
+            # Most records are reads (a plan audits several per key): skip them unparsed.
+            match = _EVENT_NAME.search(raw)
+            if match is None or match.group(1).decode() not in CRYPTO_EVENTS or b'"errorCode"' in raw:
+                continue
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                continue
+            for resource in record.get("resources") or ():
+                arn = resource.get("ARN")
+                if arn in wanted:
+                    found[arn] = datetime.fromisoformat(record["eventTime"].replace("Z", "+00:00"))
+    return found
+
+
+class Backend(Protocol):
+    """What the planner, applier and drift need: per-region KMS clients plus the registry and last
+    use. `LocalBackend` opens the embedded store; `kmsplan.plan.remote.RemoteBackend` a served one."""
+
+    account: str
+    regions: tuple[str, ...]
+    principal: str
+
+    def client(self, region: str) -> Any: ...
+    def clients(self) -> dict[str, Any]: ...
+    def principals(self) -> list[Principal]: ...
+    def principal_record(self, arn: str) -> Principal: ...
+    def last_use(self, arns: Iterable[str]) -> dict[str, datetime]: ...
+    def now(self) -> datetime: ...
 
 
 class LocalBackend:
@@ -60,25 +99,7 @@ class LocalBackend:
         return found
 
     def last_use(self, arns: Iterable[str]) -> dict[str, datetime]:
-        """The newest successful cryptographic operation on each of `arns`, from the audit log."""
-        wanted, found = set(arns), {}
-        if not wanted:
-            return found
-        with open(self.store.audit.path, "rb") as log:
-            for raw in log:
-                # Most records are reads (a plan audits several per key): skip them unparsed.
-                match = _EVENT_NAME.search(raw)
-                if match is None or match.group(1).decode() not in CRYPTO_EVENTS or b'"errorCode"' in raw:
-                    continue
-                try:
-                    record = json.loads(raw)
-                except ValueError:
-                    continue
-                for resource in record.get("resources") or ():
-                    arn = resource.get("ARN")
-                    if arn in wanted:
-                        found[arn] = datetime.fromisoformat(record["eventTime"].replace("Z", "+00:00"))
-        return found
+        return last_crypto_use(self.store.audit.path, arns)
 
     def now(self) -> datetime:
         return self.store.now()

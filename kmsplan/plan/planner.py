@@ -9,7 +9,7 @@ from pathlib import Path
 
 from kmsplan.errors import KmsplanError
 from kmsplan.plan import guards
-from kmsplan.plan.backend import LocalBackend
+from kmsplan.plan.backend import Backend
 from kmsplan.plan.diff import diff
 from kmsplan.plan.live import LiveState, read_live
 from kmsplan.plan.model import Flags, Plan
@@ -41,7 +41,7 @@ def digest(stack: Stack, files: dict[str, str]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def check_account(stack: Stack, backend: LocalBackend) -> None:
+def check_account(stack: Stack, backend: Backend) -> None:
     if stack.account != backend.account:
         raise KmsplanError(f"stack {stack.name} is for account {stack.account}, the store is account {backend.account}",
                            hint="point --store at the store of the stack's account, or fix `account:` in the stack")
@@ -53,7 +53,7 @@ def check_account(stack: Stack, backend: LocalBackend) -> None:
                            hint="create the store with those regions, or change the stack's regions")
 
 
-def make_plan(stack: Stack, backend: LocalBackend, flags: Flags) -> tuple[Plan, LiveState]:
+def make_plan(stack: Stack, backend: Backend, flags: Flags) -> tuple[Plan, LiveState]:
     """Read, diff, guard. The plan carries everything apply needs and what it was computed from."""
     check_account(stack, backend)
     live = read_live(backend.clients(), stack.name)

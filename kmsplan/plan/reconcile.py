@@ -14,7 +14,7 @@ from pathlib import Path
 from kmsplan.errors import KMSError, KmsplanError
 from kmsplan.plan import signing
 from kmsplan.plan.apply import Applier, ApplyFailed, StepResult
-from kmsplan.plan.backend import LocalBackend
+from kmsplan.plan.backend import Backend
 from kmsplan.plan.diff import desired_copies, diff, live_attributes
 from kmsplan.plan.drift import drift_items
 from kmsplan.plan.live import ADDRESS_TAG, PROTECT_TAG, STACK_TAG, WINDOW_TAG, read_key, read_live
@@ -24,14 +24,14 @@ from kmsplan.plan.signing import PlanRejected
 from kmsplan.stack import Stack, load_stack
 
 
-def plan_stack(stack: Stack, backend: LocalBackend, flags: Flags, *, sign: bool = False) -> Plan:
+def plan_stack(stack: Stack, backend: Backend, flags: Flags, *, sign: bool = False) -> Plan:
     plan, _ = make_plan(stack, backend, flags)
     if sign and not plan.has_errors:
         plan = signing.sign(plan, _control_client(backend))
     return plan
 
 
-def _control_client(backend: LocalBackend):
+def _control_client(backend: Backend):
     """Plan signatures and locks live in the store's first region."""
     return backend.client(backend.regions[0])
 
@@ -50,7 +50,7 @@ def read_plan_file(path: str | Path) -> Plan:
                            hint="pass a file written by `kmsplan plan --out`") from None
 
 
-def check_saved_plan(plan: Plan, backend: LocalBackend) -> None:
+def check_saved_plan(plan: Plan, backend: Backend) -> None:
     """The store's account first (another store's key cannot vouch for the plan, and "edited" would
     mislead), then the principal the guards were evaluated for, then the signature (an edited plan
     says nothing trustworthy), then the stack files."""
@@ -75,7 +75,7 @@ def check_saved_plan(plan: Plan, backend: LocalBackend) -> None:
                            hint="run `kmsplan plan --out PLAN` again and review the new plan")
 
 
-def apply_plan(plan: Plan, backend: LocalBackend, *, saved: bool,
+def apply_plan(plan: Plan, backend: Backend, *, saved: bool,
                progress: Callable[[str], None] = lambda line: None) -> tuple[list[StepResult], str | None]:
     """Apply under the stack's lock; (step results, lock notice). Raises ApplyFailed on a failed step."""
     if plan.has_errors:
@@ -101,20 +101,20 @@ def apply_plan(plan: Plan, backend: LocalBackend, *, saved: bool,
         signing.release(control, plan.stack)
 
 
-def force_unlock(backend: LocalBackend, stack: str) -> dict | None:
+def force_unlock(backend: Backend, stack: str) -> dict | None:
     control = _control_client(backend)
     holder = signing.lock_holder(control, stack)
     signing.release(control, stack)
     return holder
 
 
-def drift(stack: Stack, backend: LocalBackend) -> list[Drift]:
+def drift(stack: Stack, backend: Backend) -> list[Drift]:
     check_account(stack, backend)
     live = read_live(backend.clients(), stack.name)
     return drift_items(diff(stack, live, backend.now()), live)
 
 
-def import_key(stack: Stack, backend: LocalBackend, address: str, reference: str) -> str:
+def import_key(stack: Stack, backend: Backend, address: str, reference: str) -> str:
     """Tag an existing key as `address` of `stack`; the next plan shows what else differs."""
     check_account(stack, backend)
     copies = {c.address: c for c in desired_copies(stack).values()}
