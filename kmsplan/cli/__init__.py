@@ -66,11 +66,13 @@ def main(argv: list[str] | None = None) -> None:
 
 # Subcommands register themselves here, one import each.
 from kmsplan.cli import access_cmd, audit_cmd, demo_cmd, plan_cmd, store_cmd, validate_cmd  # noqa: E402
+from kmsplan.cli import verify_cmd  # noqa: E402
 
 cli.add_command(store_cmd.store)
 cli.add_command(audit_cmd.audit)
 cli.add_command(demo_cmd.demo)
 cli.add_command(access_cmd.access)
 cli.add_command(validate_cmd.validate)
+cli.add_command(verify_cmd.verify)
 for command in plan_cmd.COMMANDS:
     cli.add_command(command)

@@ -1,0 +1,43 @@
+"""`kmsplan verify PATHS`: post-apply live checks of a stack, each pass or fail with evidence.
+
+Exit 0 when every check passes, 1 when any fails (or on any error). Progress, one line per key,
+goes to stderr on a terminal only, so CI logs and piped JSON stay clean.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from kmsplan.cli.plan_cmd import FORMAT_OPTION, PRINCIPAL_OPTION, _backend, _color
+from kmsplan.cli.store_cmd import STORE_OPTION
+from kmsplan.plan import load_valid_stack
+from kmsplan.verify import verify_stack
+from kmsplan.verify import render
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@STORE_OPTION
+@PRINCIPAL_OPTION
+@FORMAT_OPTION
+@click.option("--address", "addresses", multiple=True, metavar="ADDRESS",
+              help="Check only this key (with its replicas) or replica (repeatable).")
+@click.pass_context
+def verify(ctx: click.Context, paths: tuple[str, ...], store_dir: Path | None, principal: str | None,
+           output: str, addresses: tuple[str, ...]) -> None:
+    """Prove on the live store that the stack in PATHS works as declared. Creates nothing."""
+    stack = load_valid_stack(paths)
+    on_terminal = sys.stderr.isatty()
+    progress = (lambda line: click.echo(line, err=True)) if on_terminal else (lambda line: None)
+    with _backend(store_dir, principal) as backend:
+        report = verify_stack(stack, backend, addresses=addresses, progress=progress)
+    if output == "json":
+        click.echo(render.render_json(report), nl=False)
+    elif output == "markdown":
+        click.echo(render.render_markdown(report), nl=False)
+    else:
+        click.echo(render.render_text(report, color=_color(ctx)), nl=False)
+    ctx.exit(0 if report.ok else 1)
