@@ -37,11 +37,13 @@ def last_crypto_use(audit_path: str | Path, arns: Iterable[str]) -> dict[str, da
         for raw in log:
             # Most records are reads (a plan audits several per key): skip them unparsed.
             match = _EVENT_NAME.search(raw)
-            if match is None or match.group(1).decode() not in CRYPTO_EVENTS or b'"errorCode"' in raw:
+            if match is None or match.group(1).decode() not in CRYPTO_EVENTS:
                 continue
             try:
                 record = json.loads(raw)
             except ValueError:
+                continue
+            if "errorCode" in record:  # parsed: an encryption context may hold the word too
                 continue
             for resource in record.get("resources") or ():
                 arn = resource.get("ARN")

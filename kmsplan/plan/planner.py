@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+import gc
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from kmsplan.errors import KmsplanError
@@ -20,6 +22,21 @@ class StackInvalid(KmsplanError):
     """The stack has validation errors: nothing reaches the store."""
 
 
+@contextmanager
+def fewer_gc_pauses() -> Iterator[None]:
+    """Plan a big stack with a larger young generation. Parsing and reading 10,000 keys makes
+    millions of small objects that all live until the plan is done, and CPython's default
+    thresholds re-scan them again and again: measured +40% at 4,000 keys and growing with the
+    heap (the plan stopped being linear in keys). Restored afterwards; nothing here leaks."""
+    old = gc.get_threshold()
+    gc.set_threshold(max(old[0], 50_000), *old[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
+
+
+@fewer_gc_pauses()
 def load_valid_stack(paths: Sequence[str]) -> Stack:
     stack, findings = load_stack(list(paths))
     if stack is None or has_errors(findings):
@@ -53,6 +70,7 @@ def check_account(stack: Stack, backend: Backend) -> None:
                            hint="create the store with those regions, or change the stack's regions")
 
 
+@fewer_gc_pauses()
 def make_plan(stack: Stack, backend: Backend, flags: Flags) -> tuple[Plan, LiveState]:
     """Read, diff, guard. The plan carries everything apply needs and what it was computed from."""
     check_account(stack, backend)
