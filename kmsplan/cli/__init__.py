@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> None:
 # Subcommands register themselves here, one import each.
 from kmsplan.cli import access_cmd, audit_cmd, demo_cmd, plan_cmd, store_cmd, validate_cmd  # noqa: E402
 from kmsplan.cli import verify_cmd  # noqa: E402
+from kmsplan.cli import serve_cmd  # noqa: E402
 
 cli.add_command(store_cmd.store)
 cli.add_command(audit_cmd.audit)
@@ -74,5 +75,6 @@ cli.add_command(demo_cmd.demo)
 cli.add_command(access_cmd.access)
 cli.add_command(validate_cmd.validate)
 cli.add_command(verify_cmd.verify)
+cli.add_command(serve_cmd.serve)
 for command in plan_cmd.COMMANDS:
     cli.add_command(command)

@@ -119,3 +119,70 @@ def principals_list(store_dir: Path | None, output: str) -> None:
         tags = ", ".join(f"{k}={v}" for k, v in sorted(row["tags"].items()))
         click.echo(f"{row['arn']}  org={row['org_id'] or '-'}  tags={tags or '-'}  "
                    f"identity policies={len(row['policies'])}")
+
+
+@store.group("credentials")
+def credentials() -> None:
+    """Access keys for `kmsplan serve` (SigV4), each bound to a registered principal."""
+
+
+@credentials.command("create")
+@STORE_OPTION
+@click.option("--principal", required=True, help="Registered principal ARN the key acts as.")
+@click.option("--description", default="", help="A note for `credentials list` (at most 256 characters).")
+@click.option("--format", "output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def credentials_create(store_dir: Path | None, principal: str, description: str, output: str) -> None:
+    """Create an access key; print its id and secret (once).
+
+    The secret is kept only inside the HSM token, as a non-extractable key: it cannot be shown
+    again. Store it where the client reads it (an AWS profile, a secret manager)."""
+    from kmsplan.server.credentials import create_access_key
+
+    with open_store(store_dir) as opened:
+        key, secret = create_access_key(opened, principal, description)
+    if output == "json":
+        click.echo(json.dumps({"AccessKeyId": key.access_key_id, "SecretAccessKey": secret,
+                               "Principal": key.principal, "Status": key.status}, indent=2))
+        return
+    click.echo(f"AccessKeyId:     {key.access_key_id}\nSecretAccessKey: {secret}\nPrincipal:       {key.principal}")
+    click.echo("The secret is shown this once; kmsplan keeps it only inside the HSM token.", err=True)
+
+
+@credentials.command("list")
+@STORE_OPTION
+@click.option("--format", "output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def credentials_list(store_dir: Path | None, output: str) -> None:
+    """Show the access keys (ids, principals, status; never secrets)."""
+    from datetime import datetime, timezone
+
+    from kmsplan.server.credentials import list_access_keys
+
+    def when(stamp: float | None) -> str | None:
+        return None if stamp is None else datetime.fromtimestamp(stamp, timezone.utc).isoformat(timespec="seconds")
+
+    with open_store(store_dir) as opened:
+        rows = [{"AccessKeyId": k.access_key_id, "Principal": k.principal, "Status": k.status,
+                 "Created": when(k.created), "Revoked": when(k.revoked), "Description": k.description}
+                for k in list_access_keys(opened)]
+    if output == "json":
+        click.echo(json.dumps({"format_version": 1, "credentials": rows}, indent=2))
+        return
+    for row in rows:
+        click.echo(f"{row['AccessKeyId']}  {row['Status']:<7}  {row['Principal']}  created {row['Created']}"
+                   + (f"  revoked {row['Revoked']}" if row["Revoked"] else "")
+                   + (f"  {row['Description']}" if row["Description"] else ""))
+
+
+@credentials.command("revoke")
+@STORE_OPTION
+@click.argument("access_key_id")
+def credentials_revoke(store_dir: Path | None, access_key_id: str) -> None:
+    """Revoke an access key for good.
+
+    Running servers refuse it from their next request on; the secret is destroyed in the token
+    and the key stays listed as Revoked."""
+    from kmsplan.server.credentials import revoke_access_key
+
+    with open_store(store_dir) as opened:
+        key = revoke_access_key(opened, access_key_id)
+    click.echo(f"Revoked {key.access_key_id} ({key.principal}).")

@@ -56,11 +56,15 @@ class _Kms:
 class RemoteBackend:
     """A served store; every call is made as the principal the AWS credentials are bound to."""
 
-    def __init__(self, endpoint: str, region: str | None = None) -> None:
+    def __init__(self, endpoint: str, region: str | None = None,
+                 access_key: tuple[str, str] | None = None) -> None:
+        """`access_key` (id, secret) overrides the AWS credential chain (for code that acts as
+        several principals, tests among them)."""
         import boto3
 
         self.endpoint = endpoint.rstrip("/")
-        self._session = boto3.Session()
+        self._session = (boto3.Session(aws_access_key_id=access_key[0], aws_secret_access_key=access_key[1])
+                         if access_key else boto3.Session())
         credentials = self._session.get_credentials()
         if credentials is None:
             raise KmsplanError("no AWS credentials for the store at " + self.endpoint,

@@ -35,6 +35,8 @@ from kmsplan.store.specs import KeySpecInfo
 
 HSM_LOCK = threading.RLock()
 TRANSPORT_ID = b"kmsplan-transport-agreement"
+# CKA_ID prefix of the SigV4 secrets of `kmsplan serve`'s access keys (kmsplan.server.credentials).
+CREDENTIAL_PREFIX = b"kmsplan-credential/"
 
 _CURVES = {
     "secp256r1": ec.SECP256R1(),
@@ -295,6 +297,28 @@ class Token:
                 return bool(key.verify(message, mac, mechanism=_HMAC_MECHANISMS[key_bytes]))
             except pkcs11.PKCS11Error:
                 return False
+
+    # -- SigV4 secrets (kmsplan serve) ------------------------------------------------------
+    @_hsm_call
+    def import_hmac_secret(self, hsm_id: bytes, value: bytes) -> None:
+        """Store a caller-chosen HMAC key: sensitive, non-extractable, able to sign and nothing else.
+
+        SigV4 verification needs HMAC keyed by an access key's secret; keeping that key here means
+        no file or database column ever holds the secret, and the host only sees day-scoped keys
+        derived from it (kmsplan.server.credentials)."""
+        key = self._session.create_object({
+            Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.KEY_TYPE: KeyType.GENERIC_SECRET,
+            Attribute.VALUE: value, Attribute.ID: hsm_id, Attribute.TOKEN: True, Attribute.PRIVATE: True,
+            Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False, Attribute.SIGN: True,
+            Attribute.VERIFY: False, Attribute.ENCRYPT: False, Attribute.DECRYPT: False, Attribute.WRAP: False,
+            Attribute.UNWRAP: False, Attribute.DERIVE: False,
+        })
+        self._handles[(hsm_id, ObjectClass.SECRET_KEY)] = key
+
+    @_hsm_call
+    def hmac_sha256(self, hsm_id: bytes, message: bytes) -> bytes:
+        """HMAC-SHA256 of `message` under a key imported with `import_hmac_secret`."""
+        return self._object(hsm_id, ObjectClass.SECRET_KEY).sign(message, mechanism=Mechanism.SHA256_HMAC)
 
     # -- multi-Region transport -------------------------------------------------------------
     @_hsm_call

@@ -22,7 +22,7 @@ from kmsplan.errors import KMSError, KmsplanError
 from kmsplan.store.audit import AuditLog
 from kmsplan.store.authz import Authorizer
 from kmsplan.store.db import KeyRecord, Metadata
-from kmsplan.store.hsm import TRANSPORT_ID, Token, TokenError, load_library
+from kmsplan.store.hsm import CREDENTIAL_PREFIX, TRANSPORT_ID, Token, TokenError, load_library
 from kmsplan.store.layout import StoreConfig, default_store_dir, token_label, utcnow
 from kmsplan.store.principals import Registry
 from kmsplan.store.specs import KEY_SPECS, SIGN_VERIFY
@@ -248,6 +248,8 @@ class KeyStore:
         for region, token in self.tokens.items():
             recorded = {hsm_id(key_id, version) for key_id, version in self.meta.query(
                 "SELECT key_id, version FROM materials WHERE region = ?", (region,))}
+            recorded |= {CREDENTIAL_PREFIX + row[0].encode() for row in self.meta.query(
+                "SELECT access_key_id FROM credentials WHERE region = ? AND revoked IS NULL", (region,))}
             present = token.object_ids() - {TRANSPORT_ID}
             problems += [f"{region}: material {i.decode()} is recorded but missing from the token"
                          for i in sorted(recorded - present)]
