@@ -71,7 +71,7 @@ class RemoteBackend:
                                hint="set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or a profile) to an access key "
                                     "made with `kmsplan store credentials create --principal ARN`")
         self._credentials = credentials
-        first = region or self._session.region_name
+        first = region or self._session.region_name or os.environ.get("AWS_REGION")  # SDKs read either
         if not first:
             raise KmsplanError("no region to reach the store at " + self.endpoint + " with",
                                hint="set AWS_REGION (or AWS_DEFAULT_REGION) to one of the store's regions")
@@ -87,8 +87,9 @@ class RemoteBackend:
         backend = cls(endpoint, region)
         if principal is not None and principal != backend.principal:
             raise KmsplanError(f"--principal {principal} is not who the credentials are: {backend.principal}",
-                               hint="over --endpoint the principal is the one the access key is bound to; "
-                                    "drop --principal or use that principal's access key")
+                               hint="over --endpoint the principal is the one the access key is bound to: drop "
+                                    "--principal, or use an access key of that principal (`kmsplan store credentials "
+                                    "create --principal ARN` makes one for a registered principal)")
         return backend
 
     # -- the KMS API ------------------------------------------------------------------------

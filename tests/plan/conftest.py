@@ -9,11 +9,15 @@ Modules import helpers from plan_helpers, never from a conftest (test folders ar
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from plan_helpers import PRINCIPALS, CliStack, Kit, kit_name, new_store
+from plan_helpers import PRINCIPALS, ROOT, CliStack, Kit, Served, kit_name, new_store
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
+from server_helpers import create_access_key, start_server  # noqa: E402  (the served-store fixtures)
 
 from kmsplan.store import KeyStore
 
@@ -48,7 +52,23 @@ def cli_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return new_store(tmp_path_factory.mktemp("cli-store") / "store")
 
 
+@pytest.fixture(scope="module", params=["local", "served"])
+def cli_served(request: pytest.FixtureRequest, cli_store: Path, tmp_path_factory: pytest.TempPathFactory
+               ) -> Iterator[Served | None]:
+    """Every CLI test runs twice: on the store folder, and over `--endpoint` on `kmsplan serve`
+    running on that same folder (access keys for the root and every registered test principal)."""
+    if request.param == "local":
+        yield None
+        return
+    keys = {arn: (key.access_key_id, key.secret)
+            for arn in (ROOT, *(p.arn for p in PRINCIPALS))
+            for key in [create_access_key(cli_store, arn)]}
+    server = start_server(cli_store, tmp_path_factory.mktemp("serve") / "serve.log")
+    yield Served(server.url, keys)
+    assert server.stop() == 0, server.log.read_text()[-2000:]
+
+
 @pytest.fixture
-def cli(cli_store: Path, tmp_path: Path, request: pytest.FixtureRequest) -> CliStack:
+def cli(cli_store: Path, cli_served: Served | None, tmp_path: Path, request: pytest.FixtureRequest) -> CliStack:
     """A stack of this test's own on the module's store, driven through the real CLI."""
-    return CliStack(cli_store, tmp_path / "stack", kit_name(request.node.nodeid, request.node.name))
+    return CliStack(cli_store, tmp_path / "stack", kit_name(request.node.nodeid, request.node.name), cli_served)

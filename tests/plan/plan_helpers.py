@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -224,11 +225,27 @@ def assert_error(result: subprocess.CompletedProcess[str], *words: str) -> str:
     return result.stderr
 
 
-class CliStack:
-    """One stack of one subprocess test: a folder with stack.yaml, run against `store`."""
+@dataclass(frozen=True)
+class Served:
+    """`kmsplan serve` running on a CLI test module's store, with an access key per principal."""
 
-    def __init__(self, store: Path, folder: Path, name: str) -> None:
-        self.store, self.folder, self.name = store, folder, name
+    url: str
+    keys: dict[str, tuple[str, str]]  # principal ARN -> (access key id, secret)
+
+    def env(self, principal: str) -> dict[str, str]:
+        """What a CI runner sets to reach the store as `principal` (no AWS config files read)."""
+        key_id, secret = self.keys[principal]
+        return {"KMSPLAN_ENDPOINT": self.url, "AWS_ACCESS_KEY_ID": key_id, "AWS_SECRET_ACCESS_KEY": secret,
+                "AWS_REGION": HOME, "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+                "AWS_EC2_METADATA_DISABLED": "true"}
+
+
+class CliStack:
+    """One stack of one subprocess test: a folder with stack.yaml, run against `store` — opened
+    by the CLI itself, or, when `served`, reached over `--endpoint` as a CI runner reaches it."""
+
+    def __init__(self, store: Path, folder: Path, name: str, served: Served | None = None) -> None:
+        self.store, self.folder, self.name, self.served = store, folder, name, served
         self.path = folder / "stack.yaml"
 
     def alias(self, short: str) -> str:
@@ -238,7 +255,18 @@ class CliStack:
         return write_stack(self.folder, stack_doc(self.name, keys, region, **top))
 
     def run(self, *args: str, **options: Any) -> subprocess.CompletedProcess[str]:
-        return kmsplan(*args, store=self.store, cwd=self.folder, **options)
+        if self.served is None:
+            return kmsplan(*args, store=self.store, cwd=self.folder, **options)
+        # Over the network the access key is the principal: `--principal P` becomes P's key
+        # (an unregistered P has none and stays an argument, for the CLI to refuse).
+        args_list, principal = list(args), ROOT
+        if "--principal" in args_list:
+            at = args_list.index("--principal")
+            if args_list[at + 1] in self.served.keys:
+                principal = args_list[at + 1]
+                del args_list[at:at + 2]
+        env = {**self.served.env(principal), **options.pop("env", {})}
+        return kmsplan(*args_list, cwd=self.folder, env=env, **options)
 
     def plan(self, *extra: str) -> subprocess.CompletedProcess[str]:
         return self.run("plan", str(self.path), *extra)

@@ -15,6 +15,7 @@ from plan_helpers import (
     AWAY,
     BATCH,
     HOME,
+    ROOT,
     WORKER,
     CliStack,
     assert_error,
@@ -310,3 +311,8 @@ def test_a_missing_store_or_plan_file_is_a_short_error(cli, tmp_path):
     assert_error(cli.run("show", str(tmp_path / "missing.json")), "missing.json")
     assert_error(cli.run("plan", str(tmp_path / "missing.yaml")))
     assert_error(cli.plan("--principal", "arn:aws:iam::111122223333:role/nobody"), "role/nobody", "register")
+    if cli.served:
+        unreachable = {**cli.served.env(ROOT), "KMSPLAN_ENDPOINT": "http://127.0.0.1:9"}
+        assert_error(kmsplan("plan", str(cli.path), env=unreachable), "cannot reach", "127.0.0.1:9")
+        assert_error(kmsplan("plan", str(cli.path), env={**unreachable, "AWS_ACCESS_KEY_ID": ""}),
+                     "no AWS credentials")
