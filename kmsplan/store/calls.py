@@ -62,6 +62,16 @@ class Call:
     def now_ts(self) -> float:
         return self.store.now().timestamp()
 
+    def act(self) -> None:
+        """The point of no return: every check of the request has passed and what follows is the
+        operation itself (a token operation, a metadata change, a response). Each handler of an
+        operation that takes `DryRun` calls this once, after its last check: a dry run stops here
+        with DryRunOperationException (as AWS KMS does), so it reports the first check that fails
+        or that the request would succeed, and never uses the token or changes anything."""
+        if self.params.get("DryRun"):
+            raise KMSError("DryRunOperationException",
+                           "The request would have succeeded, but the DryRun option is set.")
+
     def key(self, param: str = "KeyId", *, state: str = MANAGE, allow_alias: bool = True,
             action: str | None = None, context_param: str = "EncryptionContext", authorize: bool = True) -> KeyView:
         """Resolve a key id, key ARN, alias name or alias ARN; authorize the call on it (as AWS

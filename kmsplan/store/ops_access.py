@@ -180,6 +180,7 @@ def create_grant(call: Call) -> dict:
     name = call.params.get("Name")
     if name is not None and not _GRANT_NAME.match(name):
         raise check.validation_error(f"Grant name {name!r} must be 1-256 of letters, digits, ':', '/', '_' and '-'")
+    call.act()
     for grant in call.store.meta.grants(record.region, record.key_id):
         same = (grant.grantee, grant.retiring, list(grant.operations), grant.constraints) == \
                (grantee, retiring, operations, constraints)
@@ -232,12 +233,12 @@ def find_grant(call: Call, key_id: str | None, grant_id: str):
         raise KMSError("InvalidGrantIdException", f"GrantId {grant_id!r} is not a valid grant id")
     for grant in call.store.meta.grants(call.region, key_id):
         if grant.grant_id == grant_id:
+            call.resources.append(f"arn:aws:kms:{grant.region}:{call.account}:key/{grant.key_id}")
             return grant
     raise KMSError("NotFoundException", f"Grant {grant_id} does not exist")
 
 
 def _delete_grant(call: Call, grant) -> None:
-    call.resources.append(f"arn:aws:kms:{grant.region}:{call.account}:key/{grant.key_id}")
     with call.store.meta.write() as conn:
         conn.execute("DELETE FROM grants WHERE grant_id = ?", (grant.grant_id,))
 
@@ -259,6 +260,7 @@ def retire_grant(call: Call) -> dict:
                   or call.principal == f"arn:aws:iam::{call.account}:root")
     if not may_retire:
         call.authorize(call.store.view(grant.region, grant.key_id))
+    call.act()
     _delete_grant(call, grant)
     return {}
 
@@ -266,5 +268,7 @@ def retire_grant(call: Call) -> dict:
 @operation("RevokeGrant", required=("KeyId", "GrantId"), optional=("DryRun",))
 def revoke_grant(call: Call) -> dict:
     key_id = call.key(allow_alias=False, state=ANY).record.key_id
-    _delete_grant(call, find_grant(call, key_id, call.params["GrantId"]))
+    grant = find_grant(call, key_id, call.params["GrantId"])
+    call.act()
+    _delete_grant(call, grant)
     return {}

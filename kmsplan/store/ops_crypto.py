@@ -1,11 +1,17 @@
 """Cryptographic operations: the hot path. Every secret-key and private-key operation runs in the
 token; the host only frames blobs, hashes messages, and encrypts with public keys.
+
+Each handler runs every check first, then `call.act()` (where a DryRun request stops), then the
+operation. The shared helpers (`decrypter`, `encrypter`) therefore check now and hand back the
+operation as a function to run after `act()`: ReEncrypt checks its source and its destination
+before it decrypts anything.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
@@ -70,8 +76,8 @@ def seal(call: Call, view: KeyView, plaintext: bytes, context: dict[str, str]) -
     return header + sealed
 
 
-def _unseal(call: Call, blob: bytes, context: dict[str, str], key_param: str, action: str,
-            context_param: str) -> tuple[KeyView, bytes]:
+def _unsealer(call: Call, blob: bytes, context: dict[str, str], key_param: str, action: str,
+              context_param: str) -> tuple[KeyView, Callable[[], bytes]]:
     try:
         header, sealed = ciphertext.parse(blob)
     except ciphertext.MalformedBlob:
@@ -90,12 +96,16 @@ def _unseal(call: Call, blob: bytes, context: dict[str, str], key_param: str, ac
     _symmetric(view, "decrypting a symmetric ciphertext")
     if header.version > view.current_version or header.version < 1:
         raise _invalid_ciphertext()
-    try:
-        plaintext = call.store.token_for(call.region).decrypt_gcm(
-            hsm_id(header.key_id, header.version), header.iv, sealed, header.header + ciphertext.context_aad(context))
-    except TokenRejected:
-        raise _invalid_ciphertext() from None
-    return view, plaintext
+
+    def unseal() -> bytes:  # only the token can tell a wrong context or an altered blob
+        try:
+            return call.store.token_for(call.region).decrypt_gcm(
+                hsm_id(header.key_id, header.version), header.iv, sealed,
+                header.header + ciphertext.context_aad(context))
+        except TokenRejected:
+            raise _invalid_ciphertext() from None
+
+    return view, unseal
 
 
 def _public_key(view: KeyView):
@@ -111,35 +121,48 @@ def _rsa_algorithm(view: KeyView, algorithm: str | None) -> str:
     return algorithm
 
 
-def encrypt_with(call: Call, view: KeyView, plaintext: bytes, context: dict[str, str], algorithm: str | None) -> tuple[bytes, str]:
-    """Encrypt for Encrypt and ReEncrypt: a blob for symmetric keys, raw RSAES-OAEP for RSA keys."""
+def _fits_rsa(view: KeyView, algorithm: str, plaintext: bytes) -> None:
+    limit = rsa_max_plaintext(view.record.spec, algorithm)
+    if len(plaintext) > limit:
+        raise check.validation_error(f"Plaintext is {len(plaintext)} bytes; {view.record.spec} with {algorithm} "
+                                     f"takes at most {limit}")
+
+
+def encrypter(call: Call, view: KeyView, context: dict[str, str], algorithm: str | None,
+              plaintext: bytes | None = None) -> tuple[str, Callable[[bytes], bytes]]:
+    """The checks of Encrypt and of ReEncrypt's destination; returns the algorithm and the encryption
+    (a blob for symmetric keys, raw RSAES-OAEP for RSA keys) to run after `call.act()`. An RSA key's
+    plaintext limit is checked here when the plaintext is known (Encrypt), else when encrypting."""
     if algorithm is not None:  # a name outside AWS's enum is malformed, whatever the key
         check.one_of("EncryptionAlgorithm", algorithm, [SYMMETRIC_ENCRYPTION_ALGORITHM, *RSA_ENCRYPTION_ALGORITHMS])
     if view.record.spec == "SYMMETRIC_DEFAULT":
         _symmetric(view, "Encrypt")
         if algorithm not in (None, SYMMETRIC_ENCRYPTION_ALGORITHM):
             raise KMSError("InvalidKeyUsageException", f"{view.record.arn} supports only SYMMETRIC_DEFAULT encryption")
-        return seal(call, view, plaintext, context), SYMMETRIC_ENCRYPTION_ALGORITHM
+        return SYMMETRIC_ENCRYPTION_ALGORITHM, lambda data: seal(call, view, data, context)
     algorithm = _rsa_algorithm(view, algorithm)
     if context:
         raise check.validation_error("EncryptionContext is not supported with asymmetric keys")
-    limit = rsa_max_plaintext(view.record.spec, algorithm)
-    if len(plaintext) > limit:
-        raise check.validation_error(f"Plaintext is {len(plaintext)} bytes; {view.record.spec} with {algorithm} "
-                                     f"takes at most {limit}")
+    if plaintext is not None:
+        _fits_rsa(view, algorithm, plaintext)
     hash_algorithm = hashes.SHA1() if algorithm == "RSAES_OAEP_SHA_1" else hashes.SHA256()
-    blob = _public_key(view).encrypt(
-        plaintext, padding.OAEP(mgf=padding.MGF1(hash_algorithm), algorithm=hash_algorithm, label=None))
-    return blob, algorithm
+
+    def rsa_encrypt(data: bytes) -> bytes:
+        _fits_rsa(view, algorithm, data)
+        return _public_key(view).encrypt(
+            data, padding.OAEP(mgf=padding.MGF1(hash_algorithm), algorithm=hash_algorithm, label=None))
+
+    return algorithm, rsa_encrypt
 
 
-def decrypt_with(call: Call, key_param: str, context_param: str, algorithm: str | None,
-                 action: str) -> tuple[KeyView, bytes, str]:
-    """Decrypt for Decrypt and ReEncrypt; the blob names its key unless it is an RSA ciphertext."""
+def decrypter(call: Call, key_param: str, context_param: str, algorithm: str | None,
+              action: str) -> tuple[KeyView, str, Callable[[], bytes]]:
+    """The checks of Decrypt and of ReEncrypt's source (the blob names its key unless it is an RSA
+    ciphertext); returns the key, the algorithm and the decryption to run after `call.act()`."""
     blob, context = _blob(call), _context(call, context_param)
     if algorithm in (None, SYMMETRIC_ENCRYPTION_ALGORITHM):
-        view, plaintext = _unseal(call, blob, context, key_param, action, context_param)
-        return view, plaintext, SYMMETRIC_ENCRYPTION_ALGORITHM
+        view, unseal = _unsealer(call, blob, context, key_param, action, context_param)
+        return view, SYMMETRIC_ENCRYPTION_ALGORITHM, unseal
     check.one_of("EncryptionAlgorithm", algorithm, [SYMMETRIC_ENCRYPTION_ALGORITHM, *RSA_ENCRYPTION_ALGORITHMS])
     if key_param not in call.params:
         raise check.validation_error(f"{key_param} is required to decrypt with {algorithm}")
@@ -149,13 +172,16 @@ def decrypt_with(call: Call, key_param: str, context_param: str, algorithm: str 
     _rsa_algorithm(view, algorithm)
     if context:
         raise check.validation_error("EncryptionContext is not supported with asymmetric keys")
-    try:
-        plaintext = call.store.token_for(call.region).rsa_decrypt_oaep(
-            hsm_id(view.record.key_id, view.current_version), blob, RSA_ENCRYPTION_ALGORITHMS[algorithm],
-            KEY_SPECS[view.record.spec].size // 8)
-    except TokenRejected:
-        raise _invalid_ciphertext() from None
-    return view, plaintext, algorithm
+
+    def rsa_decrypt() -> bytes:
+        try:
+            return call.store.token_for(call.region).rsa_decrypt_oaep(
+                hsm_id(view.record.key_id, view.current_version), blob, RSA_ENCRYPTION_ALGORITHMS[algorithm],
+                KEY_SPECS[view.record.spec].size // 8)
+        except TokenRejected:
+            raise _invalid_ciphertext() from None
+
+    return view, algorithm, rsa_decrypt
 
 
 def _plaintext(call: Call, name: str = "Plaintext") -> bytes:
@@ -173,29 +199,37 @@ def _blob(call: Call) -> bytes:
 def encrypt(call: Call) -> dict:
     plaintext = _plaintext(call)
     view = call.key(state=CRYPTO)
-    blob, algorithm = encrypt_with(call, view, plaintext, _context(call), call.params.get("EncryptionAlgorithm"))
-    return {"CiphertextBlob": blob, "KeyId": view.record.arn, "EncryptionAlgorithm": algorithm}
+    algorithm, encrypt_plaintext = encrypter(call, view, _context(call), call.params.get("EncryptionAlgorithm"),
+                                             plaintext)
+    call.act()
+    return {"CiphertextBlob": encrypt_plaintext(plaintext), "KeyId": view.record.arn, "EncryptionAlgorithm": algorithm}
 
 
 @operation("Decrypt", required=("CiphertextBlob",),
            optional=("EncryptionContext", "GrantTokens", "KeyId", "EncryptionAlgorithm", "DryRun"))
 def decrypt(call: Call) -> dict:
-    view, plaintext, algorithm = decrypt_with(call, "KeyId", "EncryptionContext", call.params.get("EncryptionAlgorithm"),
-                                              "kms:Decrypt")
-    return {"KeyId": view.record.arn, "Plaintext": plaintext, "EncryptionAlgorithm": algorithm}
+    view, algorithm, decrypt_blob = decrypter(call, "KeyId", "EncryptionContext",
+                                              call.params.get("EncryptionAlgorithm"), "kms:Decrypt")
+    # A dry run has checked the blob's framing, the key, the authorization under the given context,
+    # the key's state and usage; a wrong context or an altered blob only the decryption can tell.
+    call.act()
+    return {"KeyId": view.record.arn, "Plaintext": decrypt_blob(), "EncryptionAlgorithm": algorithm}
 
 
 @operation("ReEncrypt", required=("CiphertextBlob", "DestinationKeyId"),
            optional=("SourceEncryptionContext", "SourceKeyId", "DestinationEncryptionContext",
                      "SourceEncryptionAlgorithm", "DestinationEncryptionAlgorithm", "GrantTokens", "DryRun"))
 def re_encrypt(call: Call) -> dict:
-    source, plaintext, source_algorithm = decrypt_with(
+    """Both keys are checked (authorization, state, usage, algorithms) before the source decryption."""
+    source, source_algorithm, decrypt_blob = decrypter(
         call, "SourceKeyId", "SourceEncryptionContext", call.params.get("SourceEncryptionAlgorithm"),
         "kms:ReEncryptFrom")
     destination = call.key("DestinationKeyId", state=CRYPTO, action="kms:ReEncryptTo",
                            context_param="DestinationEncryptionContext")
-    blob, algorithm = encrypt_with(call, destination, plaintext, _context(call, "DestinationEncryptionContext"),
-                                   call.params.get("DestinationEncryptionAlgorithm"))
+    algorithm, encrypt_plaintext = encrypter(call, destination, _context(call, "DestinationEncryptionContext"),
+                                             call.params.get("DestinationEncryptionAlgorithm"))
+    call.act()
+    blob = encrypt_plaintext(decrypt_blob())
     return {"CiphertextBlob": blob, "SourceKeyId": source.record.arn, "KeyId": destination.record.arn,
             "SourceEncryptionAlgorithm": source_algorithm, "DestinationEncryptionAlgorithm": algorithm}
 
@@ -208,8 +242,10 @@ def _data_key(call: Call) -> tuple[KeyView, bytes, bytes]:
         check.in_range("NumberOfBytes", count, 1, 1024)
     view = call.key(state=CRYPTO)
     _symmetric(view, call.operation)
+    context = _context(call)
+    call.act()
     plaintext = call.store.token_for(call.region).random(size)
-    return view, plaintext, seal(call, view, plaintext, _context(call))
+    return view, plaintext, seal(call, view, plaintext, context)
 
 
 _DATA_KEY_PARAMS = ("EncryptionContext", "NumberOfBytes", "KeySpec", "GrantTokens", "DryRun")
@@ -235,6 +271,8 @@ def _data_key_pair(call: Call) -> dict:
     spec = check.one_of("KeyPairSpec", call.params["KeyPairSpec"], DATA_KEY_PAIR_SPECS)
     view = call.key(state=CRYPTO)
     _symmetric(view, call.operation)
+    context = _context(call)
+    call.act()
     if spec.startswith("RSA"):
         private = rsa.generate_private_key(65537, KEY_SPECS[spec].size)
     else:
@@ -243,7 +281,7 @@ def _data_key_pair(call: Call) -> dict:
                                         serialization.NoEncryption())
     public_der = private.public_key().public_bytes(serialization.Encoding.DER,
                                                    serialization.PublicFormat.SubjectPublicKeyInfo)
-    return {"PrivateKeyCiphertextBlob": seal(call, view, private_der, _context(call)),
+    return {"PrivateKeyCiphertextBlob": seal(call, view, private_der, context),
             "PrivateKeyPlaintext": private_der, "PublicKey": public_der, "KeyId": view.record.arn,
             "KeyPairSpec": spec}
 
@@ -293,6 +331,7 @@ def _digest(call: Call, view: KeyView) -> tuple[str, str, bytes]:
 def sign(call: Call) -> dict:
     view = call.key(state=CRYPTO)
     algorithm, scheme, digest = _digest(call, view)
+    call.act()
     signature = call.store.token_for(call.region).sign_digest(
         hsm_id(view.record.key_id, view.current_version), scheme, SIGNING_ALGORITHMS[algorithm][0], digest)
     return {"KeyId": view.record.arn, "Signature": signature, "SigningAlgorithm": algorithm}
@@ -304,6 +343,7 @@ def verify(call: Call) -> dict:
     view = call.key(state=CRYPTO)
     algorithm, scheme, digest = _digest(call, view)
     check.length("Signature", call.params["Signature"], 1, 6144)
+    call.act()  # a dry run cannot tell whether the signature is valid: only the verification can
     valid = call.store.token_for(call.region).verify_digest(
         hsm_id(view.record.key_id, view.current_version), scheme, SIGNING_ALGORITHMS[algorithm][0], digest,
         call.params["Signature"], (KEY_SPECS[view.record.spec].size + 7) // 8)
@@ -340,6 +380,7 @@ def _mac_key(call: Call) -> tuple[KeyView, str, bytes]:
 @operation("GenerateMac", required=("Message", "KeyId", "MacAlgorithm"), optional=("GrantTokens", "DryRun"))
 def generate_mac(call: Call) -> dict:
     view, algorithm, message = _mac_key(call)
+    call.act()
     mac = call.store.token_for(call.region).mac(hsm_id(view.record.key_id, view.current_version),
                                                 KEY_SPECS[view.record.spec].size, message)
     return {"Mac": mac, "MacAlgorithm": algorithm, "KeyId": view.record.arn}
@@ -349,6 +390,7 @@ def generate_mac(call: Call) -> dict:
 def verify_mac(call: Call) -> dict:
     view, algorithm, message = _mac_key(call)
     check.length("Mac", call.params["Mac"], 1, 6144)
+    call.act()  # as Verify: whether the MAC is valid only the verification can tell
     valid = call.store.token_for(call.region).verify_mac(hsm_id(view.record.key_id, view.current_version),
                                                          KEY_SPECS[view.record.spec].size, message, call.params["Mac"])
     if not valid:
