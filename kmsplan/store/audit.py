@@ -37,7 +37,7 @@ RECORDED_PARAMETERS = (
     "Description", "MultiRegion", "Origin", "GranteePrincipal", "RetiringPrincipal", "Operations", "Name",
     "TagKeys", "Constraints", "SourceKeyId", "DestinationKeyId", "SourceEncryptionContext",
     "DestinationEncryptionContext", "SourceEncryptionAlgorithm", "DestinationEncryptionAlgorithm",
-    "KeyPairSpec", "PolicyName", "BypassPolicyLockoutSafetyCheck", "Limit", "IncludeKeyMaterial",
+    "KeyPairSpec", "PolicyName", "BypassPolicyLockoutSafetyCheck", "Limit", "IncludeKeyMaterial", "DryRun",
 )
 
 
