@@ -13,6 +13,8 @@ from pathlib import Path
 import click
 
 from kmsplan.cli.store_cmd import STORE_OPTION
+from kmsplan.cli.target import ENDPOINT_OPTION
+from kmsplan.cli.target import open_backend as _backend
 from kmsplan.errors import KmsplanError
 from kmsplan.plan import (
     ApplyFailed, Flags, LocalBackend, apply_plan, drift, force_unlock, import_key, load_valid_stack, plan_stack,
@@ -20,7 +22,6 @@ from kmsplan.plan import (
 )
 from kmsplan.plan import render
 from kmsplan.plan.model import Plan
-from kmsplan.plan.remote import RemoteBackend
 
 PRINCIPAL_OPTION = click.option(
     "--principal", default=None, envvar="KMSPLAN_PRINCIPAL",
@@ -45,29 +46,6 @@ def _flags(allow_delete: tuple[str, ...], allow_delete_recently_used: bool, rece
 
 def _color(ctx: click.Context) -> bool:
     return ctx.color is not False and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-
-
-def _remember_endpoint(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
-    ctx.meta["kmsplan.endpoint"] = value
-
-
-ENDPOINT_OPTION = click.option(
-    "--endpoint", default=None, envvar="KMSPLAN_ENDPOINT", expose_value=False, callback=_remember_endpoint,
-    help="URL of a served store (`kmsplan serve`), reached with boto3 and the standard AWS credentials "
-         "instead of opening --store (env KMSPLAN_ENDPOINT).")
-
-
-def _backend(store_dir: Path | None, principal: str | None, region: str | None = None) -> LocalBackend | RemoteBackend:
-    """The embedded store in --store, or a served store at --endpoint (the stack's region reaches it
-    when the AWS configuration names none)."""
-    endpoint = click.get_current_context().meta.get("kmsplan.endpoint")
-    if endpoint:
-        if store_dir is not None:
-            raise KmsplanError("--store and --endpoint both given", hint="use one: a local store or a served one")
-        return RemoteBackend.open(endpoint, principal, region)
-    from kmsplan.store.layout import default_store_dir
-
-    return LocalBackend.open(store_dir or default_store_dir(), principal)
 
 
 def _render(plan: Plan, output: str, color: bool) -> str:

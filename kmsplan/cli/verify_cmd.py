@@ -2,6 +2,9 @@
 
 Exit 0 when every check passes, 1 when any fails (or on any error). Progress, one line per key,
 goes to stderr on a terminal only, so CI logs and piped JSON stay clean.
+
+With `--endpoint` (or KMSPLAN_ENDPOINT) it verifies a served store as the access key's principal,
+as `plan --endpoint` reads it; the audit check then reads the served log (LookupEvents).
 """
 
 from __future__ import annotations
@@ -11,8 +14,9 @@ from pathlib import Path
 
 import click
 
-from kmsplan.cli.plan_cmd import FORMAT_OPTION, PRINCIPAL_OPTION, _backend, _color
+from kmsplan.cli.plan_cmd import FORMAT_OPTION, PRINCIPAL_OPTION, _color
 from kmsplan.cli.store_cmd import STORE_OPTION
+from kmsplan.cli.target import ENDPOINT_OPTION, open_backend
 from kmsplan.plan import load_valid_stack
 from kmsplan.verify import verify_stack
 from kmsplan.verify import render
@@ -21,6 +25,7 @@ from kmsplan.verify import render
 @click.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @STORE_OPTION
+@ENDPOINT_OPTION
 @PRINCIPAL_OPTION
 @FORMAT_OPTION
 @click.option("--address", "addresses", multiple=True, metavar="ADDRESS",
@@ -32,7 +37,7 @@ def verify(ctx: click.Context, paths: tuple[str, ...], store_dir: Path | None, p
     stack = load_valid_stack(paths)
     on_terminal = sys.stderr.isatty()
     progress = (lambda line: click.echo(line, err=True)) if on_terminal else (lambda line: None)
-    with _backend(store_dir, principal) as backend:
+    with open_backend(store_dir, principal, stack.region) as backend:
         report = verify_stack(stack, backend, addresses=addresses, progress=progress)
     if output == "json":
         click.echo(render.render_json(report), nl=False)

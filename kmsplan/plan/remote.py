@@ -6,8 +6,9 @@ HSM, only a URL and an access key made with `kmsplan store credentials create`. 
 the one the credential is bound to: the server authenticates it and tells us (WhoAmI), so guards
 are evaluated for exactly the identity whose requests will be authorized.
 
-The principals registry and the keys' last use, which the KMS API does not offer, come from the
-server's `KmsplanService.*` extension calls, signed with SigV4 like every KMS call.
+The principals registry, the keys' last use and the audit log's records, which the KMS API does
+not offer, come from the server's `KmsplanService.*` extension calls, signed with SigV4 like
+every KMS call.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import os
 import ssl
 import urllib.error
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from typing import Any
 
@@ -124,6 +125,22 @@ class RemoteBackend:
             return {}
         used = self._extension("LastUse", self.regions[0], {"KeyArns": wanted})["LastUse"]
         return {arn: datetime.fromisoformat(when) for arn, when in used.items()}
+
+    def lookup_events(self, request: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """Every page of a `KmsplanService.LookupEvents` query (filters as
+        `kmsplan.store.audit_query.Query.to_wire()` makes them, plus `Limit`, `MaxResults`,
+        `NextToken`, `FromEnd`), following NextToken; only one page is held at a time, so a
+        query over a huge log streams. The caller must be allowed to read the log (the account
+        root, or a principal whose identity policies allow kms:* on every resource)."""
+        params = dict(request)
+        while True:
+            page = self._extension("LookupEvents", self.regions[0], params)
+            yield page
+            token = page.get("NextToken")
+            if not token:
+                return
+            params = {name: value for name, value in request.items() if name not in ("FromEnd", "NextToken")}
+            params["NextToken"] = token
 
     def now(self) -> datetime:
         return datetime.now(timezone.utc)

@@ -667,6 +667,7 @@ class Master:
         self.workers: dict[int, tuple[int, float]] = {}  # pid -> (index, started)
         self.loads = SharedLoads(options.workers)
         self.fast_failures = 0
+        self.start_failures: dict[int, int] = {}  # worker index -> failed starts before announcing
 
     def _spawn(self, index: int, ready_fd: int) -> None:
         pid = os.fork()
@@ -704,6 +705,15 @@ class Master:
                 index, started = self.workers.pop(pid)
                 exit_code = os.waitstatus_to_exitcode(status)
                 if not announced:
+                    # A worker that could not open the store (exit 3) gets two more tries: SoftHSM2
+                    # rewrites the token files at each login, and a worker starting in that moment
+                    # can read them half-written. A store that is really broken fails three times.
+                    self.start_failures[index] = self.start_failures.get(index, 0) + 1
+                    if exit_code == 3 and self.start_failures[index] < 3:
+                        log_line({"event": "startup-retry", "worker": index, "exitCode": exit_code})
+                        time.sleep(0.2 * self.start_failures[index])
+                        self._spawn(index, ready_w)
+                        continue
                     log_line({"event": "startup-failed", "worker": index, "exitCode": exit_code})
                     return 1
                 log_line({"event": "worker-exited", "worker": index, "pid": pid, "exitCode": exit_code})

@@ -71,10 +71,12 @@ class KeyStore:
         pins = config.pins()
         meta = Metadata(config.path / "metadata.db", config.path / "store.lock")
         try:
-            loaded = load_library(config.pkcs11_module, str(config.softhsm_conf) if config.softhsm_conf else None)
-            # SoftHSM rewrites the token's object file on C_Login; two processes logging in at
-            # once can truncate it, so logins are serialised by the store lock.
+            # SoftHSM rewrites the token's object file on C_Login, and C_Initialize reads every
+            # token file: a process initialising while another logs in can read a half-written file
+            # (UserPinNotInitialized; seen when `kmsplan serve` starts its workers together), and two
+            # logins at once can truncate it. Both are serialised by the store lock.
             with meta.exclusive():
+                loaded = load_library(config.pkcs11_module, str(config.softhsm_conf) if config.softhsm_conf else None)
                 tokens = {region: Token(loaded, token_label(region), pins[region]) for region in config.regions}
         except (TokenError, KeyError) as error:
             meta.close()

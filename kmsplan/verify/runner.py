@@ -3,7 +3,8 @@
 Keys are checked in the stack's order, each copy (the key in its region, then its replicas)
 through the same sequence: what it is (state, rotation, replicas, access, required contexts),
 then what it does (cryptography). Everything goes through the KMS API as one principal with
-clients that record each call, which the last check finds again in the audit log.
+clients that record each call, which the last check finds again in the audit log (the log file
+of an embedded store, or a served store's log through LookupEvents: kmsplan.verify.trail).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from kmsplan.errors import KMSError, KmsplanError
-from kmsplan.plan.backend import LocalBackend
+from kmsplan.plan.backend import Backend
 from kmsplan.plan.diff import desired_copies, live_copies
 from kmsplan.plan.live import read_live
 from kmsplan.plan.planner import check_account
@@ -19,15 +20,16 @@ from kmsplan.stack import Stack
 from kmsplan.verify import checks
 from kmsplan.verify.crypto import crypto_checks
 from kmsplan.verify.model import CHECK_NAMES, Check, Report
-from kmsplan.verify.recorder import audit_check, audit_offset, records_since
+from kmsplan.verify.recorder import audit_check
 from kmsplan.verify.session import Copy, Session
+from kmsplan.verify.trail import AuditTrail, audit_trail
 
 READ_HINT = ("verify reads the store as plan does (kms:ListKeys, kms:ListAliases, kms:ListResourceTags on every key, "
              "then kms:DescribeKey, kms:GetKeyPolicy, kms:GetKeyRotationStatus, kms:ListGrants) and then uses the "
              "keys; pass --principal with that access (the default is the store's administrator)")
 
 
-def verify_stack(stack: Stack, backend: LocalBackend, *, addresses: Sequence[str] = (),
+def verify_stack(stack: Stack, backend: Backend, *, addresses: Sequence[str] = (),
                  progress: Callable[[str], None] = lambda line: None) -> Report:
     """Check every declared key of `stack` (or only `addresses`) in the live store.
 
@@ -37,8 +39,11 @@ def verify_stack(stack: Stack, backend: LocalBackend, *, addresses: Sequence[str
     check_account(stack, backend)
     selected = _select(stack, addresses)
     session = Session(backend, backend.principal_record(backend.principal), backend.principals())
-    log = backend.store.audit.path
-    start = audit_offset(log)
+    trail = audit_trail(backend)
+    try:
+        start: object = trail.mark()
+    except KMSError as error:  # over --endpoint: a principal not allowed to read the log
+        start = error
     try:
         live = live_copies(read_live(session.clients(), stack.name))
     except KMSError as error:
@@ -56,8 +61,20 @@ def verify_stack(stack: Stack, backend: LocalBackend, *, addresses: Sequence[str
         failed = sum(not c.passed for c in results)
         progress(f"[{number}/{len(keys)}] {key.address}: {len(results)} checks, "
                  + (f"{failed} failed" if failed else "all passed"))
-    found.append(audit_check(session.calls, records_since(log, start), backend.principal))
+    found.append(_audit(session, trail, start, backend.principal))
     return Report(stack.name, backend.account, backend.principal, tuple(found), len(session.calls))
+
+
+def _audit(session: Session, trail: AuditTrail, start: object, principal: str) -> Check:
+    """The run's last check; a log that cannot be read fails it (with why), it does not abort the
+    run: every other check still stands."""
+    try:
+        if isinstance(start, KMSError):
+            raise start
+        return audit_check(session.calls, trail.records_since(start), principal)
+    except KMSError as error:
+        return Check(None, None, "audit", False,
+                     f"cannot read the audit log as {principal}: {error.code}: {error.message}")
 
 
 def _select(stack: Stack, addresses: Sequence[str]) -> dict[str, set[str]]:

@@ -6,7 +6,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
-from kmsplan.plan.backend import LocalBackend
+from kmsplan.plan.backend import Backend
 from kmsplan.plan.diff import DesiredCopy
 from kmsplan.plan.guards import _grants as policy_grants  # LiveGrant -> policy Grant, as the guards see them
 from kmsplan.plan.live import LiveKey
@@ -40,7 +40,7 @@ class Copy:
 class Session:
     """What every check of one run reads: clients that record each call, and who is asking."""
 
-    backend: LocalBackend
+    backend: Backend
     principal: Principal
     principals: list[Principal]
     calls: list[Call] = field(default_factory=list)

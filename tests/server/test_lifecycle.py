@@ -147,6 +147,16 @@ def test_serve_refuses_a_missing_store_and_a_busy_port(tmp_path, own_store):
     assert busy.returncode == 1 and "cannot listen" in busy.stderr and "Traceback" not in busy.stderr
 
 
+def test_a_store_whose_tokens_will_not_open_fails_the_start_after_three_tries(own_store):
+    pins = json.loads((own_store / "pins.json").read_text())
+    (own_store / "pins.json").write_text(json.dumps({region: "0" * len(pin) for region, pin in pins.items()}))
+    started = kmsplan("serve", "--store", str(own_store), "--listen", "127.0.0.1:0", "--workers", "1", check=False)
+    assert started.returncode == 1 and "Traceback" not in started.stderr
+    events = [json.loads(line)["event"] for line in started.stderr.splitlines() if line.startswith("{")]
+    assert events.count("worker-failed") == 3 and events.count("startup-retry") == 2, events
+    assert "startup-failed" in events
+
+
 def children(pid: int) -> set[int]:
     """Live child processes of `pid`, from /proc (no procps needed)."""
     found = set()
