@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from kmsplan.cli.store_cmd import STORE_OPTION
-from kmsplan.cli.target import ENDPOINT_OPTION
+from kmsplan.cli.target import AWS_OPTIONS, ENDPOINT_OPTION
 from kmsplan.cli.target import open_backend as _backend
 from kmsplan.errors import KmsplanError
 from kmsplan.plan import (
@@ -22,6 +22,7 @@ from kmsplan.plan import (
 )
 from kmsplan.plan import render
 from kmsplan.plan.model import Plan
+from kmsplan.stack import Stack
 
 PRINCIPAL_OPTION = click.option(
     "--principal", default=None, envvar="KMSPLAN_PRINCIPAL",
@@ -60,6 +61,7 @@ def _render(plan: Plan, output: str, color: bool) -> str:
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @STORE_OPTION
 @ENDPOINT_OPTION
+@AWS_OPTIONS
 @PRINCIPAL_OPTION
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the signed plan here, for `kmsplan apply PLAN`.")
@@ -72,7 +74,7 @@ def plan(ctx: click.Context, paths: tuple[str, ...], store_dir: Path | None, pri
          allow_delete_recently_used: bool, recent_use_days: int) -> None:
     """Show what applying the stack in PATHS would change in the live store. Reads only."""
     stack = load_valid_stack(paths)
-    with _backend(store_dir, principal, stack.region) as backend:
+    with _backend(store_dir, principal, stack.region, _regions(stack)) as backend:
         made = plan_stack(stack, backend, _flags(allow_delete, allow_delete_recently_used, recent_use_days),
                           sign=out is not None)
     click.echo(_render(made, output, _color(ctx)), nl=False)
@@ -84,6 +86,14 @@ def plan(ctx: click.Context, paths: tuple[str, ...], store_dir: Path | None, pri
         out.write_text(render.render_json(made), encoding="utf-8")
         click.echo(f"Saved the signed plan to {out}. Apply it with: kmsplan apply {out}", err=True)
     ctx.exit(2 if detailed_exitcode and made.effective else 0)
+
+
+def _regions(stack: Stack | None) -> tuple[str, ...]:
+    """The stack's regions, its home region first (for --aws: plan signing and the lock live there)."""
+    if stack is None:
+        return ()
+    others = {key.region for key in stack.keys} | {r.region for key in stack.keys for r in key.replicas}
+    return (stack.region, *sorted(others - {stack.region}))
 
 
 def _plan_region(made: Plan | None) -> str | None:
@@ -101,6 +111,7 @@ def _is_plan_file(paths: tuple[str, ...]) -> bool:
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @STORE_OPTION
 @ENDPOINT_OPTION
+@AWS_OPTIONS
 @PRINCIPAL_OPTION
 @click.option("--auto-approve", is_flag=True, help="Apply without asking (needed when not on a terminal).")
 @click.option("--format", "output", type=click.Choice(["text", "json"]), default="text", show_default=True)
@@ -113,7 +124,9 @@ def apply(ctx: click.Context, paths: tuple[str, ...], store_dir: Path | None, pr
     saved = _is_plan_file(paths)
     made = read_plan_file(paths[0]) if saved else None
     stack = None if saved else load_valid_stack(paths)
-    with _backend(store_dir, principal, stack.region if stack else _plan_region(made)) as backend:
+    if made is not None and ctx.meta.get("kmsplan.aws"):  # AWS: the home region holds the signing key
+        stack = load_valid_stack(sorted(made.stack_files))
+    with _backend(store_dir, principal, stack.region if stack else _plan_region(made), _regions(stack)) as backend:
         if made is not None:
             if principal is None and isinstance(backend, LocalBackend):  # remote: the credential decides
                 backend.principal = made.principal
@@ -159,6 +172,7 @@ def _report_results(ctx: click.Context, output: str, results: list, line: str) -
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @STORE_OPTION
 @ENDPOINT_OPTION
+@AWS_OPTIONS
 @PRINCIPAL_OPTION
 @FORMAT_OPTION
 @click.option("--detailed-exitcode", is_flag=True, help="Accepted for symmetry with plan: drift always exits 2 on drift.")
@@ -167,7 +181,7 @@ def drift_cmd(ctx: click.Context, paths: tuple[str, ...], store_dir: Path | None
               output: str, detailed_exitcode: bool) -> None:
     """Report every difference between the live store and the stack in PATHS; exit 2 when anything drifted."""
     stack = load_valid_stack(paths)
-    with _backend(store_dir, principal, stack.region) as backend:
+    with _backend(store_dir, principal, stack.region, _regions(stack)) as backend:
         items = drift(stack, backend)
     if output == "json":
         click.echo(render.render_drift_json(items, stack.name), nl=False)
@@ -184,11 +198,12 @@ def drift_cmd(ctx: click.Context, paths: tuple[str, ...], store_dir: Path | None
 @click.argument("key")
 @STORE_OPTION
 @ENDPOINT_OPTION
+@AWS_OPTIONS
 @PRINCIPAL_OPTION
 def import_cmd(path: str, address: str, key: str, store_dir: Path | None, principal: str | None) -> None:
     """Adopt the existing KEY (id, ARN or alias) as ADDRESS of the stack in PATH."""
     stack = load_valid_stack([path])
-    with _backend(store_dir, principal, stack.region) as backend:
+    with _backend(store_dir, principal, stack.region, _regions(stack)) as backend:
         click.echo(import_key(stack, backend, address, key))
 
 

@@ -50,7 +50,7 @@ class GuardContext:
     account: str
     principal: Principal
     principals: Sequence[Principal]
-    last_use: Mapping[str, datetime]      # key ARN -> newest cryptographic use
+    last_use: Mapping[str, datetime] | None  # key ARN -> newest cryptographic use; None: unknown (AWS)
     flags: Flags
     now: datetime
 
@@ -71,7 +71,7 @@ def check(changes: Sequence[Change], live: LiveState, ctx: GuardContext) -> list
 
 
 def _recent(arn: str | None, ctx: GuardContext) -> datetime | None:
-    used = ctx.last_use.get(arn or "")
+    used = (ctx.last_use or {}).get(arn or "")
     if used and used >= ctx.now - timedelta(days=ctx.flags.recent_use_days):
         return used
     return None
@@ -98,7 +98,15 @@ def _deletions(changes: Sequence[Change], live: LiveState, ctx: GuardContext) ->
                 f"after its {key.deletion_window}-day window",
                 f"if that is intended, plan again with --allow-delete {change.address}; otherwise put it back"))
         used = _recent(key.arn, ctx)
-        if used:
+        if ctx.last_use is None:  # the backend cannot tell (AWS KMS: usage is in CloudTrail): assume in use
+            allowed = ctx.flags.allow_delete_recently_used
+            found.append(_finding(
+                "G103", change.address,
+                f"{change.address}: its last cryptographic use cannot be read from this backend, so it may be in use",
+                "check its use in CloudTrail, then plan with --allow-delete-recently-used"
+                if not allowed else "deletion allowed by --allow-delete-recently-used",
+                WARNING if allowed else ERROR))
+        elif used:
             allowed = ctx.flags.allow_delete_recently_used
             found.append(_finding(
                 "G103", change.address,
@@ -248,7 +256,11 @@ def _disables(changes: Sequence[Change], live: LiveState, ctx: GuardContext) -> 
                 and change.before["enabled"] and not change.after["enabled"]:
             key = by_id.get((change.key_id, change.region))
             used = _recent(key.arn if key else None, ctx)
-            if used:
+            if ctx.last_use is None:
+                found.append(_finding(
+                    "G401", change.address, f"{change.address} is being disabled and its last use cannot be read "
+                                            "from this backend", "check its use in CloudTrail first", WARNING))
+            elif used:
                 found.append(_finding(
                     "G401", change.address,
                     f"{change.address} is being disabled but was used at {used.isoformat(timespec='seconds')}",

@@ -20,11 +20,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from kmsplan.errors import KMSError, KmsplanError
 from kmsplan.policy import Principal
 from kmsplan.policy.document import parse_policy_cached
+from kmsplan.store.principals import principal_of, read_principals_file
 
 _TIMEOUT = 60
 
@@ -181,3 +183,65 @@ class RemoteBackend:
             raise KmsplanError(f"cannot reach the store at {self.endpoint}: {getattr(error, 'reason', error)}",
                                hint="check --endpoint (or KMSPLAN_ENDPOINT) and that `kmsplan serve` runs there"
                                ) from None
+
+
+class AwsBackend(RemoteBackend):
+    """AWS KMS itself (`--aws`): the same KMS calls, to AWS's endpoints (or AWS_ENDPOINT_URL_KMS).
+
+    AWS has no `KmsplanService`, so what the guards need besides KMS comes from elsewhere: the
+    principal from `--principal` or STS GetCallerIdentity (a role session counts as its role, as
+    key policies name roles); the principals and their IAM policies from `--aws-principals FILE`
+    (the registry's YAML, since kmsplan does not read IAM), plus the caller and the account root;
+    and no last use at all (it is in CloudTrail), so deletions count as "maybe in use".
+    """
+
+    def __init__(self, regions: tuple[str, ...], principal: str | None = None,
+                 principals_file: Path | None = None) -> None:
+        import boto3
+
+        self.endpoint = os.environ.get("AWS_ENDPOINT_URL_KMS") or "AWS KMS"
+        self._session = boto3.Session()
+        if self._session.get_credentials() is None:
+            raise KmsplanError("no AWS credentials for AWS KMS",
+                               hint="set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or run where a role is")
+        self.principal = principal or self._caller()
+        self.account = self.principal.split(":")[4]
+        self.regions = tuple(regions)
+        self._clients = {}
+        entries = read_principals_file(principals_file) if principals_file else []
+        principals = {p.arn: principal_of(p.arn, p.org_id, p.tags, p.policies) for p in entries}
+        for arn in (f"arn:aws:iam::{self.account}:root", self.principal):
+            principals.setdefault(arn, principal_of(arn, None, {}, ()))
+        self._principals = list(principals.values())
+
+    def _caller(self) -> str:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            arn = self._session.client("sts").get_caller_identity()["Arn"]
+        except (BotoCoreError, ClientError) as error:
+            raise KmsplanError(f"cannot ask STS who the AWS credentials are: {error}",
+                               hint="pass --principal ARN (the role or user the credentials belong to)") from None
+        parts = arn.split(":", 5)
+        if len(parts) == 6 and parts[2] == "sts" and parts[5].startswith("assumed-role/"):
+            return f"arn:aws:iam::{parts[4]}:role/{parts[5].split('/')[1]}"
+        return arn
+
+    def client(self, region: str) -> _Kms:
+        if region not in self._clients:
+            self._clients[region] = _Kms(self._session.client("kms", region_name=region))
+        return self._clients[region]
+
+    def principal_record(self, arn: str) -> Principal:
+        for principal in self.principals():
+            if principal.arn == arn:
+                return principal
+        raise KmsplanError(f"principal {arn} is not in --aws-principals", hint="add it to the file")
+
+    def last_use(self, arns: Iterable[str]) -> None:
+        return None
+
+    def lookup_events(self, request: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        raise KmsplanError("AWS KMS keeps its audit trail in CloudTrail, not in kmsplan",
+                           hint="query CloudTrail (`aws cloudtrail lookup-events`) for AWS KMS keys")
+

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -105,6 +106,13 @@ def read_principals_file(path: Path) -> list[PrincipalEntry]:
     return entries
 
 
+def principal_of(arn: str, org_id: str | None, tags: dict[str, str], policies: Iterable[str]) -> Principal:
+    """A principal for the evaluator: an account root also holds the allow-everything identity
+    policy, as AWS lets a root do whatever the key policy delegates to IAM."""
+    texts = [_ROOT_POLICY, *policies] if arn.endswith(":root") else list(policies)
+    return Principal(arn, org_id, tags, tuple(parse_policy_cached(text, "identity") for text in texts))
+
+
 class Registry:
     """Principals by ARN, read from the database and cached until any process changes it."""
 
@@ -118,13 +126,9 @@ class Registry:
 
     def _load(self) -> dict[str, Principal]:
         if self._cache is None:
-            principals = {self.root: Principal(self.root, None, {}, (parse_policy_cached(_ROOT_POLICY, "identity"),))}
+            principals = {self.root: principal_of(self.root, None, {}, ())}
             for arn, org_id, tags, policies in self._meta.query("SELECT arn, org_id, tags, policies FROM principals"):
-                texts = json.loads(policies)
-                if arn.endswith(":root"):
-                    texts = [_ROOT_POLICY, *texts]
-                principals[arn] = Principal(arn, org_id, json.loads(tags),
-                                            tuple(parse_policy_cached(text, "identity") for text in texts))
+                principals[arn] = principal_of(arn, org_id, json.loads(tags), json.loads(policies))
             self._cache = principals
         return self._cache
 
