@@ -57,8 +57,9 @@ def load_stack(paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     files = discover(paths)
+    roots = tuple(os.path.realpath(p if os.path.isdir(p) else os.path.dirname(os.path.abspath(p))) for p in paths)
     with _without_gc_pauses():
-        return _load(files)
+        return _load(files, roots)
 
 
 @contextmanager
@@ -74,7 +75,7 @@ def _without_gc_pauses() -> Iterator[None]:
             gc.enable()
 
 
-def _load(files: list[tuple[str, str]]) -> tuple[Stack | None, list[Finding]]:
+def _load(files: list[tuple[str, str]], roots: tuple[str, ...]) -> tuple[Stack | None, list[Finding]]:
     documents = [load_file(real, shown) for real, shown in files]
     policy_documents = _referenced_policy_files(files, documents)
     findings: list[Finding] = []
@@ -90,7 +91,7 @@ def _load(files: list[tuple[str, str]]) -> tuple[Stack | None, list[Finding]]:
         units.append(Unit(document.file, real, document.data, errors))
     stack_files = tuple(d.file for (real, _), d in zip(files, documents)
                         if real not in policy_documents)
-    stack, more = compile_units(units, stack_files, PolicyFiles(policy_documents),
+    stack, more = compile_units(units, stack_files, PolicyFiles(policy_documents, roots),
                                 complete=len(units) == len(stack_files))
     findings = sorted(set(findings + more))
     return (None if has_errors(findings) else stack), findings

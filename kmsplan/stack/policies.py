@@ -41,9 +41,10 @@ class PolicySource:
 class PolicyFiles:
     """Loads each `policy_file:` once, however many keys and replicas share it."""
 
-    def __init__(self, preloaded: dict[str, Any] | None = None) -> None:
+    def __init__(self, preloaded: dict[str, Any] | None = None, roots: tuple[str, ...] = ()) -> None:
         self._cache: dict[str, PolicySource] = {}
         self._preloaded = preloaded or {}  # real path -> Document already parsed by discovery
+        self._roots = roots  # the folders given to validate/plan: policy files must stay inside
 
     def load(self, real: str, display: str, report: Report, ref_file: str,
              ref_loc: Loc) -> PolicySource:
@@ -58,7 +59,18 @@ class PolicyFiles:
             return source
         return replace(source, file=ref_file, fallback=ref_loc)
 
+    def _inside_roots(self, real: str) -> bool:
+        """A stack planned in CI on a pull request is untrusted input read with the pipeline's
+        credentials: `policy_file: ../../etc/...` must not pull files from outside the folders the
+        stack was given in (symlinks resolved) into a plan that is posted as a comment."""
+        resolved = os.path.realpath(real)
+        return not self._roots or any(os.path.commonpath([resolved, root]) == root for root in self._roots)
+
     def _read(self, real: str, display: str, ref_file: str, ref_loc: Loc) -> PolicySource:
+        if not self._inside_roots(real):
+            return PolicySource(None, ref_file, False, ref_loc, [_f(
+                ref_file, ref_loc, "E704", f"policy_file '{display}' is outside the folder(s) the stack was given "
+                                           "in; move it inside (kmsplan reads no file outside the stack)")])
         document = self._preloaded.get(real)
         if document is None:
             if not os.path.isfile(real):
