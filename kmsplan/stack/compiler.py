@@ -16,7 +16,7 @@ from kmsplan.stack.context import Setting, StackContext, Unit, tag_key_problem
 from kmsplan.stack.findings import Finding, finding, has_errors
 from kmsplan.stack.loader import Document, Loc, LocDict, load_file
 from kmsplan.stack.model import FrozenMap, KeySpecDecl, Source, Stack
-from kmsplan.stack.policies import PolicyFiles
+from kmsplan.stack.policies import PolicyFiles, inside
 from kmsplan.stack.rules import KeyBuilder
 from kmsplan.stack.schema import check_structure
 
@@ -76,7 +76,11 @@ def _without_gc_pauses() -> Iterator[None]:
 
 
 def _load(files: list[tuple[str, str]], roots: tuple[str, ...]) -> tuple[Stack | None, list[Finding]]:
-    documents = [load_file(real, shown) for real, shown in files]
+    documents = [load_file(real, shown) if inside(real, roots) else
+                 Document(shown, None, [finding(shown, 1, 1, "E704", f"{shown} is a link to a file outside the "
+                                                "folder(s) the stack was given in; kmsplan reads no file outside "
+                                                "the stack")])
+                 for real, shown in files]
     policy_documents = _referenced_policy_files(files, documents)
     findings: list[Finding] = []
     units: list[Unit] = []

@@ -74,7 +74,7 @@ CODES: dict[str, tuple[str, str]] = {
     "E701": (ERROR, "key policy larger than 32 KiB after interpolation"),
     "E702": (ERROR, "both policy and policy_file"),
     "E703": (ERROR, "policy_file cannot be read or parsed"),
-    "E704": (ERROR, "policy_file outside the folders the stack was given in"),
+    "E704": (ERROR, "a policy_file, or a stack file through a link, outside the folders the stack was given in"),
     # warnings
     "W400": (WARNING, "rotation disabled on a symmetric encryption key"),
     "W700": (WARNING, "policy allows Principal \"*\" without a condition"),

@@ -38,6 +38,16 @@ class PolicySource:
     findings: list[Finding]
 
 
+def inside(path: str, roots: tuple[str, ...]) -> bool:
+    """Whether `path` (symlinks resolved) lies in one of `roots` (real paths; none: anywhere).
+
+    A stack planned in CI on a pull request is untrusted input read with the pipeline's
+    credentials: a `policy_file: ../../etc/...`, or a stack file that is a link out of the folder,
+    must not pull files from elsewhere on the runner into a plan that is posted as a comment."""
+    resolved = os.path.realpath(path)
+    return not roots or any(os.path.commonpath([resolved, root]) == root for root in roots)
+
+
 class PolicyFiles:
     """Loads each `policy_file:` once, however many keys and replicas share it."""
 
@@ -59,15 +69,8 @@ class PolicyFiles:
             return source
         return replace(source, file=ref_file, fallback=ref_loc)
 
-    def _inside_roots(self, real: str) -> bool:
-        """A stack planned in CI on a pull request is untrusted input read with the pipeline's
-        credentials: `policy_file: ../../etc/...` must not pull files from outside the folders the
-        stack was given in (symlinks resolved) into a plan that is posted as a comment."""
-        resolved = os.path.realpath(real)
-        return not self._roots or any(os.path.commonpath([resolved, root]) == root for root in self._roots)
-
     def _read(self, real: str, display: str, ref_file: str, ref_loc: Loc) -> PolicySource:
-        if not self._inside_roots(real):
+        if not inside(real, self._roots):
             return PolicySource(None, ref_file, False, ref_loc, [_f(
                 ref_file, ref_loc, "E704", f"policy_file '{display}' is outside the folder(s) the stack was given "
                                            "in; move it inside (kmsplan reads no file outside the stack)")])
