@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import gc
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -12,10 +11,10 @@ from pathlib import Path
 from kmsplan.errors import KmsplanError
 from kmsplan.plan import guards
 from kmsplan.plan.backend import Backend
-from kmsplan.plan.diff import diff
+from kmsplan.plan.diff import desired_copies, diff
 from kmsplan.plan.live import LiveState, read_live
 from kmsplan.plan.model import Flags, Plan
-from kmsplan.stack import Stack, format_text, has_errors, load_stack, to_data
+from kmsplan.stack import Stack, format_text, has_errors, load_stack
 
 
 class StackInvalid(KmsplanError):
@@ -52,9 +51,12 @@ def stack_files(stack: Stack) -> dict[str, str]:
 
 
 def digest(stack: Stack, files: dict[str, str]) -> str:
-    """Over the files' bytes and the resolved stack, so an edited policy file changes it too."""
+    """Over the stack files' bytes and every resolved key policy. The stack is a function of its
+    files alone (no environment is read) except for the `policy_file`s they name, which the
+    resolved policies cover: an edited policy file changes the digest."""
     text = "".join(f"{p}\0{h}\n" for p, h in sorted(files.items()))
-    text += json.dumps(to_data(stack), sort_keys=True, default=str)
+    text += "".join(f"{name}\0{region}\0{copy.decl.policy.text if copy.decl.policy else ''}\n"
+                    for (name, region), copy in sorted(desired_copies(stack).items()))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
