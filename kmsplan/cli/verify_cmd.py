@@ -35,8 +35,10 @@ def verify(ctx: click.Context, paths: tuple[str, ...], store_dir: Path | None, p
            output: str, addresses: tuple[str, ...]) -> None:
     """Prove on the live store that the stack in PATHS works as declared. Creates nothing."""
     stack = load_valid_stack(paths)
-    on_terminal = sys.stderr.isatty()
-    progress = (lambda line: click.echo(line, err=True)) if on_terminal else (lambda line: None)
+    # A line per key on stderr: on a terminal always, in a CI log when the report is text (plain
+    # lines, no colour); JSON and Markdown reports off a terminal stay quiet for the tools reading them.
+    shown = sys.stderr.isatty() or output == "text"
+    progress = (lambda line: click.echo(line, err=True)) if shown else (lambda line: None)
     with open_backend(store_dir, principal, stack.region) as backend:
         report = verify_stack(stack, backend, addresses=addresses, progress=progress)
     if output == "json":

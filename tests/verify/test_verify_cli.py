@@ -1,5 +1,5 @@
 """`kmsplan verify` as a user runs it: a real subprocess on a store of this module's own. Exit
-codes, the three output formats, progress on a terminal only, and errors without tracebacks."""
+codes, the three output formats, progress (terminal and plain log lines), and errors without tracebacks."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def cli(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CliStack]:
 def test_json_report_and_exit_zero(cli: CliStack) -> None:
     result = cli.run("verify", str(cli.path), "--format", "json")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stderr == ""  # not a terminal: no progress lines
+    assert result.stderr == ""  # JSON off a terminal: no progress lines
     report = json.loads(result.stdout)
     assert set(report) == {"format_version", "stack", "account", "principal", "ok", "summary", "checks"}
     assert (report["format_version"], report["stack"], report["principal"], report["ok"]) == (1, cli.name, ROOT, True)
@@ -103,6 +103,15 @@ def test_progress_lines_on_a_terminal(cli: CliStack) -> None:
     assert shown.decode().splitlines() == ["[1/2] key.data: 10 checks, all passed",
                                            "[2/2] key.tokens: 2 checks, all passed"]
     assert "[1/2]" not in result.stdout
+
+
+def test_plain_progress_lines_in_a_ci_log(cli: CliStack) -> None:
+    """Off a terminal a text report still shows progress on stderr, as plain lines for the log."""
+    result = cli.run("verify", str(cli.path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stderr.splitlines() == ["[1/2] key.data: 10 checks, all passed",
+                                          "[2/2] key.tokens: 2 checks, all passed"]
+    assert "\x1b" not in result.stderr and "[1/2]" not in result.stdout
 
 
 def test_user_errors_are_messages_with_hints(cli: CliStack, tmp_path: Path) -> None:
