@@ -21,13 +21,16 @@ from kmsplan.store.layout import init_store
 ACCOUNT = "111122223333"
 REGIONS = ("eu-west-1", "eu-central-1", "us-east-1")
 ADMIN = f"arn:aws:iam::{ACCOUNT}:root"
+SERVED = os.environ.get("KMSPLAN_TEST_SERVED") == "1"
 
 
 class FakeClock:
     """An aware UTC clock that only moves when a test moves it."""
 
     def __init__(self) -> None:
-        self.now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+        # Under KMSPLAN_TEST_SERVED (the reconciler suites over `kmsplan serve`, see
+        # tests/plan/test_served_suites.py) the server keeps real time, so this clock starts there.
+        self.now = datetime.now(timezone.utc) if SERVED else datetime(2026, 1, 1, tzinfo=timezone.utc)
 
     def __call__(self) -> datetime:
         return self.now

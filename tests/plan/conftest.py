@@ -9,12 +9,15 @@ Modules import helpers from plan_helpers, never from a conftest (test folders ar
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from plan_helpers import PRINCIPALS, ROOT, CliStack, Kit, Served, kit_name, new_store
+from plan_helpers import PRINCIPALS, ROOT, CliStack, Kit, KitServer, Served, kit_name, new_store
+
+SERVED = os.environ.get("KMSPLAN_TEST_SERVED") == "1"  # see test_served_suites.py
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
 from server_helpers import create_access_key, start_server  # noqa: E402  (the served-store fixtures)
@@ -31,17 +34,34 @@ def principals(store: KeyStore) -> Iterator[None]:
     store.registry.replace([])
 
 
-@pytest.fixture
-def kit(store: KeyStore, principals: None, tmp_path: Path, request: pytest.FixtureRequest) -> Kit:
-    return Kit(store, tmp_path, kit_name(request.node.nodeid, request.node.name))
+@pytest.fixture(scope="session")
+def kit_server(store_dir: Path, store: KeyStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KitServer | None]:
+    """Under KMSPLAN_TEST_SERVED: `kmsplan serve` on the session store, which every Kit then plans,
+    applies and drifts through (its out-of-band changes still go to the store directly)."""
+    if not SERVED:
+        yield None
+        return
+    server = start_server(store_dir, tmp_path_factory.mktemp("kit-serve") / "serve.log")
+    yield KitServer(server.url, store)
+    assert server.stop() == 0, server.log.read_text()[-2000:]
+    served = {record.get("operation") for record in server.log_records()}
+    assert {"CreateKey", "PutKeyPolicy", "ScheduleKeyDeletion", "CreateGrant"} <= served, "the suites went around it"
 
 
 @pytest.fixture
-def make_kit(store: KeyStore, principals: None, tmp_path: Path, request: pytest.FixtureRequest):
+def kit(store: KeyStore, principals: None, kit_server: KitServer | None, tmp_path: Path,
+        request: pytest.FixtureRequest) -> Kit:
+    return Kit(store, tmp_path, kit_name(request.node.nodeid, request.node.name), kit_server)
+
+
+@pytest.fixture
+def make_kit(store: KeyStore, principals: None, kit_server: KitServer | None, tmp_path: Path,
+             request: pytest.FixtureRequest):
     """make_kit(suffix) -> a Kit for a further stack of the same test."""
 
     def _make(suffix: str) -> Kit:
-        return Kit(store, tmp_path / suffix, kit_name(request.node.nodeid + suffix, f"{request.node.name}-{suffix}"))
+        return Kit(store, tmp_path / suffix, kit_name(request.node.nodeid + suffix, f"{request.node.name}-{suffix}"),
+                   kit_server)
 
     return _make
 

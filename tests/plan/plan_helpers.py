@@ -23,6 +23,8 @@ import yaml
 from kmsplan.plan import Flags, LocalBackend, apply_plan, drift, load_valid_stack, plan_stack
 from kmsplan.plan.live import LiveKey, LiveState, read_live
 from kmsplan.plan.model import Change, Drift, Plan
+from kmsplan.plan.remote import RemoteBackend
+from kmsplan.server.credentials import create_access_key
 from kmsplan.store import KeyStore
 from kmsplan.store.principals import PrincipalEntry
 
@@ -102,13 +104,28 @@ def safe_name(text: str, limit: int = 40) -> str:
 
 # --- in-process: one stack of one test on the session store ---------------------------------
 
+class KitServer:
+    """`kmsplan serve` on the session store, with an access key per principal made on first use."""
+
+    def __init__(self, url: str, store: KeyStore) -> None:
+        self.url, self.store = url, store
+        self._keys: dict[str, tuple[str, str]] = {}
+
+    def backend(self, principal: str) -> RemoteBackend:
+        if principal not in self._keys:
+            key, secret = create_access_key(self.store, principal)
+            self._keys[principal] = (key.access_key_id, secret)
+        return RemoteBackend(self.url, HOME, access_key=self._keys[principal])
+
+
 class Kit:
-    """One stack of one test: write it, plan it, apply it, read what is live."""
+    """One stack of one test: write it, plan it, apply it, read what is live — through the store
+    opened here, or, under KMSPLAN_TEST_SERVED, through `kmsplan serve` on it (`server`)."""
 
     _folders = itertools.count()
 
-    def __init__(self, store: KeyStore, folder: Path, name: str) -> None:
-        self.store, self.folder, self.name = store, folder, name
+    def __init__(self, store: KeyStore, folder: Path, name: str, server: KitServer | None = None) -> None:
+        self.store, self.folder, self.name, self.server = store, folder, name, server
         self.paths: list[str] = []
 
     # -- the stack ----------------------------------------------------------------------
@@ -121,7 +138,9 @@ class Kit:
         self.paths = [str(write_stack(folder, stack_doc(self.name, keys, region, **top)))]
         return self.paths
 
-    def backend(self, principal: str | None = None) -> LocalBackend:
+    def backend(self, principal: str | None = None) -> LocalBackend | RemoteBackend:
+        if self.server is not None:
+            return self.server.backend(principal or ROOT)
         return LocalBackend(self.store, principal or ROOT)
 
     # -- plan and apply -----------------------------------------------------------------

@@ -45,6 +45,7 @@ def use(kit, address: str) -> None:
 
 # --- deletion ----------------------------------------------------------------------------
 
+@pytest.mark.local_only
 def test_g101_deleting_a_key_needs_allow_delete_for_that_address(kit):
     kit.apply({"keep": {}, "old": {"deletion_window_days": 7}})
     plan = kit.plan({"keep": {}})
@@ -65,6 +66,7 @@ def test_g101_deleting_a_key_needs_allow_delete_for_that_address(kit):
     kit.assert_converged()
 
 
+@pytest.mark.local_only
 def test_deletion_uses_each_keys_own_window(kit):
     kit.apply({"short": {"deletion_window_days": 9}, "default": {}})
     plan = kit.plan({}, allow_delete=("key.short", "key.default"))
@@ -86,6 +88,7 @@ def test_g102_a_protected_key_is_never_deleted_until_unprotected(kit):
     assert kit.key("key.crown").state == "PendingDeletion"
 
 
+@pytest.mark.local_only
 def test_g103_a_recently_used_key_needs_allow_delete_recently_used(kit, clock):
     kit.apply({"busy": {}, "idle": {}})
     use(kit, "key.busy")
