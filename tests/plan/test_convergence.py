@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from plan_helpers import APP, AWAY, BATCH, CliStack, Kit, kmsplan, progress_lines, worker
+from plan_helpers import APP, AWAY, BATCH, ROOT, CliStack, Kit, kmsplan, progress_lines, worker
 
 # --- random stacks -----------------------------------------------------------------------
 
@@ -111,8 +112,9 @@ names = itertools.count()
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                  HealthCheck.too_slow])
 @given(first=stacks(), second=stacks())
-def test_apply_converges_from_nothing_and_from_another_stack(store, principals, tmp_path_factory, first, second):
-    kit = Kit(store, tmp_path_factory.mktemp("prop"), f"prop-{next(names)}")
+def test_apply_converges_from_nothing_and_from_another_stack(store, principals, kit_server, tmp_path_factory, first,
+                                                            second):
+    kit = Kit(store, tmp_path_factory.mktemp("prop"), f"prop-{next(names)}", kit_server)
     for keys in (first, second, first):
         apply_and_converge(kit, with_aliases(kit, keys))
 
@@ -136,8 +138,14 @@ def busy_stack() -> dict[str, Any]:
 def kill_after(stack: CliStack, lines: int) -> int:
     """Start `apply --auto-approve`; SIGKILL it after `lines` progress lines (0: once the plan is
     shown). The number of progress lines seen."""
-    command = [sys.executable, "-m", "kmsplan", "apply", str(stack.path), "--auto-approve", "--store", str(stack.store)]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=stack.folder)
+    command = [sys.executable, "-m", "kmsplan", "apply", str(stack.path), "--auto-approve"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KMSPLAN_")}
+    if stack.served:  # a CI runner's apply, killed while it talks to `kmsplan serve`
+        env.update(stack.served.env(ROOT))
+    else:
+        command += ["--store", str(stack.store)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=stack.folder,
+                            env=env)
     seen = 0
     try:
         if lines == 0:
@@ -173,9 +181,11 @@ def assert_recovers(stack: CliStack) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize("lines", [0, 1, 3, 5])
-def test_an_apply_killed_after_a_progress_line_converges_when_run_again(cli_store, tmp_path, lines):
-    """The real CLI, killed as soon as it reports step `lines` done (it is then inside the next)."""
-    stack = CliStack(cli_store, tmp_path / "stack", f"killed-after-{lines}")
+def test_an_apply_killed_after_a_progress_line_converges_when_run_again(cli_store, cli_served, tmp_path, lines):
+    """The real CLI, killed as soon as it reports step `lines` done (it is then inside the next);
+    on the store's folder and over --endpoint."""
+    mode = "served" if cli_served else "local"
+    stack = CliStack(cli_store, tmp_path / "stack", f"killed-after-{lines}-{mode}", cli_served)
     stack.write(busy_stack())
     total = sum(json.loads(stack.plan("--format", "json").stdout)["summary"].values())
     assert total >= lines + 8, "enough steps left that the kill lands inside the apply"

@@ -1,4 +1,5 @@
-"""The in-process reconciler suites — every plan action and every guard — once more, through
+"""The in-process reconciler suites — every plan action, every guard and the convergence
+property — once more, through
 `kmsplan serve` on the session store instead of the store opened in the test process.
 
 They run in a pytest of their own with KMSPLAN_TEST_SERVED=1: there the session's fake clock starts
@@ -16,7 +17,8 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SUITES = ("test_plan_actions.py", "test_guards.py")
+SUITES = ("test_plan_actions.py", "test_guards.py",
+          "test_convergence.py::test_apply_converges_from_nothing_and_from_another_stack")
 
 
 def test_the_action_and_guard_suites_pass_over_a_served_store():
