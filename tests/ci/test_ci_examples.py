@@ -16,8 +16,6 @@ between two checkouts as the artifact store would.
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
 import os
 import re
@@ -34,14 +32,12 @@ import pytest
 import yaml
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "server"))
-from server_helpers import AccessKey, create_access_key, start_server  # noqa: E402  (tests/server's helpers)
+from server_helpers import (  # noqa: E402  (tests/server's helpers)
+    AccessKey, create_access_key, self_signed, start_server,
+)
 
 EXAMPLES = REPO / "examples"
 PIPELINES_DOC = REPO / "docs" / "pipelines.md"
@@ -230,25 +226,6 @@ def documented_principals() -> list[dict]:
     found = [yaml.safe_load(block) for block in blocks if "principals:" in block and "kmsplan-pipeline" in block]
     assert len(found) == 1, "docs/pipelines.md shows the pipeline's principals file once"
     return found[0]["principals"]
-
-
-def self_signed(folder: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 (the server's TLS certificate, and the CA a runner trusts)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kms.internal")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    cert_file, key_file = folder / "server-cert.pem", folder / "server-key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_file, key_file
 
 
 def project_settings(kind: str, endpoint: str, keys: dict[str, AccessKey], ca: Path) -> Settings:

@@ -4,8 +4,6 @@ are (not in any file of the store folder in the clear)."""
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
 import os
 import signal
@@ -16,11 +14,9 @@ from pathlib import Path
 import boto3
 import pytest
 from botocore.config import Config
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-from server_helpers import APP, HOME, ROOT, create_access_key, kmsplan, signed_headers, start_server, wait_for
+from server_helpers import (
+    APP, HOME, ROOT, create_access_key, kmsplan, self_signed, signed_headers, start_server, wait_for,
+)
 
 
 def test_sigterm_lets_a_request_in_flight_finish(own_store, tmp_path):
@@ -61,24 +57,6 @@ def test_sigterm_lets_a_request_in_flight_finish(own_store, tmp_path):
     events = [r.get("event") for r in server.log_records()]
     assert "draining" in events and events[-1] == "stopped"
     assert any(r.get("event") == "draining" and r["inFlight"] >= 1 for r in server.log_records())
-
-
-def self_signed(tmp_path):
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_file, key_file
 
 
 def test_https(own_store, tmp_path):
