@@ -45,7 +45,8 @@ def _flags(allow_delete: tuple[str, ...], allow_delete_recently_used: bool, rece
     return Flags(tuple(sorted(set(allow_delete))), allow_delete_recently_used, recent_use_days)
 
 
-def _color(ctx: click.Context) -> bool:
+def use_color(ctx: click.Context) -> bool:
+    """Colour only for a person: stdout a terminal, no --no-color (ctx.color False), no NO_COLOR."""
     return ctx.color is not False and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
 
 
@@ -77,7 +78,7 @@ def plan(ctx: click.Context, paths: tuple[str, ...], store_dir: Path | None, pri
     with _backend(store_dir, principal, stack.region, _regions(stack)) as backend:
         made = plan_stack(stack, backend, _flags(allow_delete, allow_delete_recently_used, recent_use_days),
                           sign=out is not None)
-    click.echo(_render(made, output, _color(ctx)), nl=False)
+    click.echo(_render(made, output, use_color(ctx)), nl=False)
     if made.has_errors:
         raise KmsplanError("the plan has guard errors; nothing can be applied" +
                            (" and no plan file was written" if out else ""),
@@ -133,7 +134,7 @@ def apply(ctx: click.Context, paths: tuple[str, ...], store_dir: Path | None, pr
         else:
             made = plan_stack(stack, backend, _flags(allow_delete, allow_delete_recently_used, recent_use_days))
             if output == "text":
-                click.echo(_render(made, "text", _color(ctx)), nl=False)
+                click.echo(_render(made, "text", use_color(ctx)), nl=False)
             if made.has_errors:
                 raise KmsplanError("the plan has guard errors; nothing was applied", hint="each error above says what to do")
         if not made.effective:
@@ -165,7 +166,7 @@ def _report_results(ctx: click.Context, output: str, results: list, line: str) -
     if output == "json":
         click.echo(render.render_results_json(results, ok=True), nl=False)
     else:
-        click.secho(line, fg="green", color=_color(ctx))
+        click.secho(line, fg="green", color=use_color(ctx))
 
 
 @click.command("drift")
@@ -188,7 +189,7 @@ def drift_cmd(ctx: click.Context, paths: tuple[str, ...], store_dir: Path | None
     elif output == "markdown":
         click.echo(render.render_drift_markdown(items, stack.name), nl=False)
     else:
-        click.echo(render.render_drift_text(items, color=_color(ctx)), nl=False)
+        click.echo(render.render_drift_text(items, color=use_color(ctx)), nl=False)
     ctx.exit(2 if items else 0)
 
 
@@ -213,7 +214,7 @@ def import_cmd(path: str, address: str, key: str, store_dir: Path | None, princi
 @click.pass_context
 def show(ctx: click.Context, plan_file: str, output: str) -> None:
     """Render a saved plan (it is not verified here; apply verifies it)."""
-    click.echo(_render(read_plan_file(plan_file), output, _color(ctx)), nl=False)
+    click.echo(_render(read_plan_file(plan_file), output, use_color(ctx)), nl=False)
 
 
 @click.command("force-unlock")

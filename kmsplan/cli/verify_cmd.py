@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from kmsplan.cli.plan_cmd import FORMAT_OPTION, PRINCIPAL_OPTION, _color
+from kmsplan.cli.plan_cmd import FORMAT_OPTION, PRINCIPAL_OPTION, use_color
 from kmsplan.cli.store_cmd import STORE_OPTION
 from kmsplan.cli.target import ENDPOINT_OPTION, open_backend
 from kmsplan.plan import load_valid_stack
@@ -46,5 +46,5 @@ def verify(ctx: click.Context, paths: tuple[str, ...], store_dir: Path | None, p
     elif output == "markdown":
         click.echo(render.render_markdown(report), nl=False)
     else:
-        click.echo(render.render_text(report, color=_color(ctx)), nl=False)
+        click.echo(render.render_text(report, color=use_color(ctx)), nl=False)
     ctx.exit(0 if report.ok else 1)

@@ -207,7 +207,7 @@ def _policies(changes: Sequence[Change], live: LiveState, ctx: GuardContext) -> 
                 else "make sure another principal can still manage this key, and plan this stack as that principal "
                      "from now on (--principal): a key the planner cannot read is invisible to it",
                 WARNING if bypass else ERROR))
-        grants = _grants(by_id.get((change.key_id, change.region)))
+        grants = policy_grants(by_id.get((change.key_id, change.region)))
         admins = set.intersection(*({p.principal for p in who_can(new, grants, ctx.principals, facts, [action])
                                      if not p.conditions} for action in ADMIN_ACTIONS))
         if not admins:
@@ -220,7 +220,8 @@ def _policies(changes: Sequence[Change], live: LiveState, ctx: GuardContext) -> 
     return found
 
 
-def _grants(key: Any) -> list[Grant]:
+def policy_grants(key: Any) -> list[Grant]:
+    """A live key's grants as the policy evaluator takes them (none for a key not found)."""
     if key is None:
         return []
     out = []

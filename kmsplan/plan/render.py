@@ -247,7 +247,7 @@ def render_json(plan: Plan) -> str:
 
 # --- Markdown ----------------------------------------------------------------------------
 
-def _cell(text: str) -> str:
+def cell(text: str) -> str:
     """Table-safe: no HTML, no column breaks, no runaway code spans, one line."""
     text = html.escape(text, quote=False).replace("|", "\\|").replace("`", "\\`")
     return " ".join(text.splitlines()) or " "
@@ -265,14 +265,14 @@ def _details(summary: str, lines: list[_Line]) -> list[str]:
 
 
 def _findings_table(findings: Sequence[Finding]) -> list[str]:
-    rows = [f"| {_cell(f.code)} | {_cell(f.severity)} | {_cell(f.address)} | {_cell(f.message)} | {_cell(f.hint)} |"
+    rows = [f"| {cell(f.code)} | {cell(f.severity)} | {cell(f.address)} | {cell(f.message)} | {cell(f.hint)} |"
             for f in _ordered_findings(findings)]
     return ["| Code | Severity | Address | Message | Hint |", "| --- | --- | --- | --- | --- |", *rows, ""]
 
 
 def render_markdown(plan: Plan) -> str:
     """A pull-request comment: the verdict first, each change collapsible."""
-    out = [f"### kmsplan plan: {_cell(plan.stack)}", ""]
+    out = [f"### kmsplan plan: {cell(plan.stack)}", ""]
     out += [f"**{plan.summary_line() if plan.effective else NO_CHANGES}**", ""]
     if plan.findings:
         errors = sum(f.is_error for f in plan.findings)
@@ -340,7 +340,7 @@ def render_drift_json(items: Sequence[Drift], stack: str) -> str:
 
 def render_drift_markdown(items: Sequence[Drift], stack: str) -> str:
     """An issue or PR comment: one collapsible diff per drifted resource."""
-    out = [f"### kmsplan drift: {_cell(stack)}", ""]
+    out = [f"### kmsplan drift: {cell(stack)}", ""]
     if not items:
         return "\n".join(out + [f"**{NO_DRIFT}**"]) + "\n"
     out += [f"**{_drift_count(items)}.** {DRIFT_LEGEND}", ""]

@@ -7,7 +7,7 @@ from itertools import groupby
 
 import click
 
-from kmsplan.plan.render import _cell
+from kmsplan.plan.render import cell
 from kmsplan.verify.model import Check, Report
 
 
@@ -36,15 +36,15 @@ def render_json(report: Report) -> str:
 
 
 def _table(checks: list[Check]) -> list[str]:
-    rows = [f"| {_cell(c.address or 'this run')} | {_cell(c.region or '')} | {_cell(c.label)} | {_cell(c.evidence)} |"
+    rows = [f"| {cell(c.address or 'this run')} | {cell(c.region or '')} | {cell(c.label)} | {cell(c.evidence)} |"
             for c in checks]
     return ["| Address | Region | Check | Evidence |", "| --- | --- | --- | --- |", *rows, ""]
 
 
 def render_markdown(report: Report) -> str:
     """The verdict first, failures in a table, the passes folded away."""
-    out = [f"### kmsplan verify: {_cell(report.stack)}", "",
-           f"**{report.summary_line()}** Verified as `{_cell(report.principal)}`.", ""]
+    out = [f"### kmsplan verify: {cell(report.stack)}", "",
+           f"**{report.summary_line()}** Verified as `{cell(report.principal)}`.", ""]
     if report.failed:
         out += ["#### Failed checks", "", *_table(list(report.failed))]
     passed = [c for c in report.checks if c.passed]

@@ -8,7 +8,7 @@ from typing import Any
 
 from kmsplan.plan.backend import Backend
 from kmsplan.plan.diff import DesiredCopy
-from kmsplan.plan.guards import _grants as policy_grants  # LiveGrant -> policy Grant, as the guards see them
+from kmsplan.plan.guards import policy_grants  # LiveGrant -> policy Grant, as the guards see them
 from kmsplan.plan.live import LiveKey
 from kmsplan.policy import Decision, Grant, Policy, Principal, parse_policy_cached
 from kmsplan.verify.contexts import decide, key_facts
