@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import sys
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
@@ -151,15 +152,16 @@ def _write_records(matches: Iterable[tuple[bytes, dict]], output: str) -> int:
 
 # -- where the log is: this host, or a served store ---------------------------------------------
 
-class _Matches:
+class _Matches(ABC):
     """The records one query yields (oldest first), and, once iterated, how many log records it
     read and how many it could not parse."""
 
     read: int = 0
     unreadable: int = 0
 
+    @abstractmethod
     def __iter__(self) -> Iterator[tuple[bytes, dict]]:
-        raise NotImplementedError
+        """(the stored line, the parsed record) of each match."""
 
 
 class _HostMatches(_Matches):
