@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import gc
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 from kmsplan.errors import KmsplanError
@@ -15,27 +13,13 @@ from kmsplan.plan.diff import desired_copies, diff
 from kmsplan.plan.live import LiveState, read_live
 from kmsplan.plan.model import Flags, Plan
 from kmsplan.stack import Stack, format_text, has_errors, load_stack
+from kmsplan.stack.compiler import without_gc_pauses
 
 
 class StackInvalid(KmsplanError):
     """The stack has validation errors: nothing reaches the store."""
 
 
-@contextmanager
-def fewer_gc_pauses() -> Iterator[None]:
-    """Plan a big stack with a larger young generation. Parsing and reading 10,000 keys makes
-    millions of small objects that all live until the plan is done, and CPython's default
-    thresholds re-scan them again and again: measured +40% at 4,000 keys and growing with the
-    heap (the plan stopped being linear in keys). Restored afterwards; nothing here leaks."""
-    old = gc.get_threshold()
-    gc.set_threshold(max(old[0], 50_000), *old[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*old)
-
-
-@fewer_gc_pauses()
 def load_valid_stack(paths: Sequence[str]) -> Stack:
     stack, findings = load_stack(list(paths))
     if stack is None or has_errors(findings):
@@ -72,7 +56,7 @@ def check_account(stack: Stack, backend: Backend) -> None:
                            hint="create the store with those regions, or change the stack's regions")
 
 
-@fewer_gc_pauses()
+@without_gc_pauses()
 def make_plan(stack: Stack, backend: Backend, flags: Flags) -> tuple[Plan, LiveState]:
     """Read, diff, guard. The plan carries everything apply needs and what it was computed from."""
     check_account(stack, backend)

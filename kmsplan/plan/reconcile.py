@@ -19,9 +19,10 @@ from kmsplan.plan.diff import desired_copies, diff, live_attributes
 from kmsplan.plan.drift import drift_items
 from kmsplan.plan.live import ADDRESS_TAG, PROTECT_TAG, STACK_TAG, WINDOW_TAG, read_key, read_live
 from kmsplan.plan.model import FORMAT_VERSION, Drift, Flags, Plan
-from kmsplan.plan.planner import check_account, fewer_gc_pauses, digest, make_plan, stack_files
+from kmsplan.plan.planner import check_account, digest, make_plan, stack_files
 from kmsplan.plan.signing import PlanRejected
 from kmsplan.stack import Stack, load_stack
+from kmsplan.stack.compiler import without_gc_pauses
 
 
 def plan_stack(stack: Stack, backend: Backend, flags: Flags, *, sign: bool = False) -> Plan:
@@ -108,7 +109,7 @@ def force_unlock(backend: Backend, stack: str) -> dict | None:
     return holder
 
 
-@fewer_gc_pauses()
+@without_gc_pauses()
 def drift(stack: Stack, backend: Backend) -> list[Drift]:
     check_account(stack, backend)
     live = read_live(backend.clients(), stack.name)

@@ -114,12 +114,15 @@ class RemoteBackend:
                 for p in found]
         return self._principals
 
+    #: where an unknown principal should be added (AwsBackend: the --aws-principals file)
+    _unknown_principal = ("is not registered in the store",
+                          "register it with `kmsplan store principals apply FILE` on the store's host")
+
     def principal_record(self, arn: str) -> Principal:
         for principal in self.principals():
             if principal.arn == arn:
                 return principal
-        raise KmsplanError(f"principal {arn} is not registered in the store",
-                           hint="register it with `kmsplan store principals apply FILE` on the store's host")
+        raise KmsplanError(f"principal {arn} {self._unknown_principal[0]}", hint=self._unknown_principal[1])
 
     def last_use(self, arns: Iterable[str]) -> dict[str, datetime]:
         wanted = sorted(set(arns))
@@ -232,11 +235,7 @@ class AwsBackend(RemoteBackend):
             self._clients[region] = _Kms(self._session.client("kms", region_name=region))
         return self._clients[region]
 
-    def principal_record(self, arn: str) -> Principal:
-        for principal in self.principals():
-            if principal.arn == arn:
-                return principal
-        raise KmsplanError(f"principal {arn} is not in --aws-principals", hint="add it to the file")
+    _unknown_principal = ("is not in --aws-principals", "add it to the file")
 
     def last_use(self, arns: Iterable[str]) -> None:
         return None

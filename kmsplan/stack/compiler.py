@@ -58,14 +58,15 @@ def load_stack(paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
         paths = [paths]
     files = discover(paths)
     roots = tuple(os.path.realpath(p if os.path.isdir(p) else os.path.dirname(os.path.abspath(p))) for p in paths)
-    with _without_gc_pauses():
+    with without_gc_pauses():
         return _load(files, roots)
 
 
 @contextmanager
-def _without_gc_pauses() -> Iterator[None]:
-    """Loading builds millions of long-lived, acyclic objects; the cyclic collector would walk
-    them over and over (15-20% of the time at 10,000 keys) without ever freeing one."""
+def without_gc_pauses() -> Iterator[None]:
+    """Loading a stack, and planning it, build millions of long-lived, acyclic objects; the cyclic
+    collector would walk them over and over (15-20% of the time at 10,000 keys, and growing with
+    the heap) without ever freeing one. Nests; restores the collector's state."""
     enabled = gc.isenabled()
     gc.disable()
     try:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
-from functools import cache
 from typing import Any, Generic, TypeVar
 
 from kmsplan.policy import Policy
@@ -201,18 +200,13 @@ class Stack:
         return dict(sorted(out.items()))
 
 
-@cache
-def _compared_fields(cls: type) -> tuple[str, ...]:
-    """`fields()` is slow; a 10,000-key stack asks it for every declaration when it is digested."""
-    return tuple(f.name for f in fields(cls) if f.compare)
-
-
 def to_data(value: Any) -> Any:
     """Plain JSON-ready data for any model value (policies as their JSON document)."""
     if isinstance(value, KeyPolicy):
         return json.loads(value.text)
     if is_dataclass(value) and not isinstance(value, type):
-        return {name: to_data(getattr(value, name)) for name in _compared_fields(type(value))}
+        return {f.name: to_data(getattr(value, f.name)) for f in fields(value)
+                if f.compare}
     if isinstance(value, Mapping):
         return {str(k): to_data(v) for k, v in value.items()}
     if isinstance(value, (tuple, list)):

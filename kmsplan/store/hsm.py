@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 from dataclasses import dataclass
 
 import pkcs11
@@ -153,7 +154,13 @@ class Token:
     def _object(self, hsm_id: bytes, object_class: ObjectClass):
         handle = self._handles.get((hsm_id, object_class))
         if handle is None:
-            found = list(self._session.get_objects({Attribute.ID: hsm_id, Attribute.CLASS: object_class}))
+            template = {Attribute.ID: hsm_id, Attribute.CLASS: object_class}
+            found = list(self._session.get_objects(template))
+            for pause in (0.01, 0.05, 0.2):  # SoftHSM2 reloads another process's new objects from
+                if found:                    # files that process may still be writing: look again
+                    break
+                time.sleep(pause)
+                found = list(self._session.get_objects(template))
             if not found:
                 raise TokenError(f"no {object_class.name} object {hsm_id!r} in token {self.label}")
             handle = found[0]
