@@ -20,7 +20,8 @@ import hashlib
 import os
 import threading
 import time
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, field
 
 import pkcs11
 from cryptography.hazmat.primitives import serialization
@@ -80,6 +81,20 @@ class _Loaded:
     library: pkcs11.lib
     path: str
     conf: str | None
+    tokens: weakref.WeakSet = field(default_factory=weakref.WeakSet)
+
+    def reload(self) -> None:
+        """Finalize and re-initialize the module, then reopen every token's session.
+
+        SoftHSM2 keeps each process's own view of a token's object files. Caught at the wrong
+        moment while another process writes a new object, that view can miss the object for as
+        long as the process lives (seen in the served test runs: a key created by one `serve`
+        worker, then not found by the other). Re-initializing drops the view; it costs one
+        re-read of the token folders, so it is only the last resort of a lookup that failed.
+        """
+        self.library.reinitialize()
+        for token in list(self.tokens):
+            token.open_session()
 
 
 _LOADED: _Loaded | None = None
@@ -137,35 +152,51 @@ class Token:
     def __init__(self, loaded: _Loaded, label: str, pin: str) -> None:
         self._loaded = loaded
         self.label = label
+        self._pin = pin
+        self.open_session()
+        loaded.tokens.add(self)
+
+    def open_session(self) -> None:
+        """Open the logged-in read/write session; forget every cached handle (they die with it)."""
         with HSM_LOCK:
             try:
-                token = loaded.library.get_token(token_label=label)
+                token = self._loaded.library.get_token(token_label=self.label)
                 try:
-                    self._session = token.open(rw=True, user_pin=pin)
+                    self._session = token.open(rw=True, user_pin=self._pin)
                 except pkcs11.UserAlreadyLoggedIn:
                     # Login state belongs to the application, not the session: another Token
                     # object of this process (e.g. `store init` just before) is logged in already.
                     self._session = token.open(rw=True)
             except pkcs11.PKCS11Error as error:
-                raise TokenError(f"cannot open token {label!r}: {type(error).__name__} {error}") from None
+                raise TokenError(f"cannot open token {self.label!r}: {type(error).__name__} {error}") from None
         self._handles: dict[tuple[bytes, ObjectClass], object] = {}
 
     # -- lookup -----------------------------------------------------------------------------
     def _object(self, hsm_id: bytes, object_class: ObjectClass):
+        """The handle of one object; callers look it up before creating any session object,
+        because the last-resort `reload` closes the session those would live in."""
         handle = self._handles.get((hsm_id, object_class))
         if handle is None:
-            template = {Attribute.ID: hsm_id, Attribute.CLASS: object_class}
-            found = list(self._session.get_objects(template))
-            for pause in (0.01, 0.05, 0.2):  # SoftHSM2 reloads another process's new objects from
-                if found:                    # files that process may still be writing: look again
-                    break
-                time.sleep(pause)
-                found = list(self._session.get_objects(template))
+            found = self._find({Attribute.ID: hsm_id, Attribute.CLASS: object_class})
             if not found:
                 raise TokenError(f"no {object_class.name} object {hsm_id!r} in token {self.label}")
             handle = found[0]
             self._handles[(hsm_id, object_class)] = handle
         return handle
+
+    def _find(self, template: dict) -> list:
+        """Objects matching `template`, looking again when none does: the metadata says the object
+        exists, so a miss is this process's stale view of a file another process just wrote."""
+        found = list(self._session.get_objects(template))
+        for pause in (0.01, 0.05):
+            if found:
+                return found
+            time.sleep(pause)
+            found = list(self._session.get_objects(template))
+        if not found:
+            self._loaded.reload()
+            found = list(self._session.get_objects(template))
+        return found
 
     @_hsm_call
     def object_ids(self) -> set[bytes]:
@@ -179,7 +210,7 @@ class Token:
     @_hsm_call
     def destroy(self, hsm_id: bytes) -> None:
         """Destroy every object (secret, private, public) carrying this CKA_ID."""
-        for obj in list(self._session.get_objects({Attribute.ID: hsm_id})):
+        for obj in self._find({Attribute.ID: hsm_id}):
             obj.destroy()
         self._handles = {k: v for k, v in self._handles.items() if k[0] != hsm_id}
 
@@ -353,9 +384,10 @@ class Token:
     def export_wrapped(self, hsm_id: bytes, spec: KeySpecInfo, peer_point: bytes) -> bytes:
         """Wrap multi-Region material under the transport key shared with the peer token."""
         object_class = ObjectClass.SECRET_KEY if spec.family in ("AES", "HMAC") else ObjectClass.PRIVATE_KEY
+        material = self._object(hsm_id, object_class)
         transport = self._transport_key(peer_point)
         try:
-            return transport.wrap_key(self._object(hsm_id, object_class), mechanism=Mechanism.AES_KEY_WRAP_PAD)
+            return transport.wrap_key(material, mechanism=Mechanism.AES_KEY_WRAP_PAD)
         finally:
             transport.destroy()
 

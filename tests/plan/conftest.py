@@ -9,6 +9,7 @@ Modules import helpers from plan_helpers, never from a conftest (test folders ar
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Iterator
@@ -44,8 +45,15 @@ def kit_server(store_dir: Path, store: KeyStore, tmp_path_factory: pytest.TempPa
     server = start_server(store_dir, tmp_path_factory.mktemp("kit-serve") / "serve.log")
     yield KitServer(server.url, store)
     assert server.stop() == 0, server.log.read_text()[-2000:]
+    assert_no_server_failures(server)
     served = {record.get("operation") for record in server.log_records()}
     assert {"CreateKey", "PutKeyPolicy", "ScheduleKeyDeletion", "CreateGrant"} <= served, "the suites went around it"
+
+
+def assert_no_server_failures(server) -> None:
+    """No request got a 5xx: its `detail` (kept out of the response) is what a failure report needs."""
+    failed = [record for record in server.log_records() if record.get("status", 0) >= 500]
+    assert not failed, "the server failed requests:\n" + "\n".join(json.dumps(record) for record in failed[:5])
 
 
 @pytest.fixture
@@ -86,6 +94,7 @@ def cli_served(request: pytest.FixtureRequest, cli_store: Path, tmp_path_factory
     server = start_server(cli_store, tmp_path_factory.mktemp("serve") / "serve.log")
     yield Served(server.url, keys)
     assert server.stop() == 0, server.log.read_text()[-2000:]
+    assert_no_server_failures(server)
 
 
 @pytest.fixture

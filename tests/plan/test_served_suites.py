@@ -28,6 +28,8 @@ def test_the_action_and_guard_suites_pass_over_a_served_store():
          *(str(HERE / suite) for suite in SUITES)],
         cwd=HERE.parents[1], env=env, capture_output=True, text=True, timeout=1200, check=False)
     summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else result.stderr[-2000:]
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    server_failures = result.stdout[result.stdout.find("the server failed requests"):][:3000] \
+        if "the server failed requests" in result.stdout else ""
+    assert result.returncode == 0, server_failures + result.stdout[-6000:] + result.stderr[-2000:]
     passed = int(re.search(r"(\d+) passed", summary).group(1))
     assert passed >= 50 and "skipped" not in summary and "3 deselected" in summary, summary

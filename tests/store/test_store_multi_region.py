@@ -241,3 +241,20 @@ def test_single_region_signing_keys_stay_home(store, clients, regions):
     key_id = shared_key(store, "ECC_NIST_P384", "SIGN_VERIFY")
     with kms_error("NotFoundException"):
         clients[regions[1]].get_public_key(KeyId=key_id)
+
+
+def test_after_a_lookup_misses_every_region_keeps_working(store, clients, regions):
+    """A token lookup that finds nothing re-initializes the PKCS#11 module (SoftHSM2 can keep a
+    stale view of an object another process just wrote); every region's session comes back."""
+    first, second = regions[0], regions[1]
+    key = clients[first].create_key(MultiRegion=True)["KeyMetadata"]["KeyId"]
+    blob = clients[first].encrypt(KeyId=key, Plaintext=b"before the reload")["CiphertextBlob"]
+    session = store.token_for(second)._session
+
+    store.token_for(first).destroy(b"no-such-object")
+
+    assert store.token_for(second)._session is not session, "the miss did not re-initialize the module"
+    clients[first].replicate_key(KeyId=key, ReplicaRegion=second)
+    for region in (first, second):
+        assert clients[region].decrypt(CiphertextBlob=blob)["Plaintext"] == b"before the reload"
+    assert store.check() == []
