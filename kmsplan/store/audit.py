@@ -16,6 +16,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import mmap
 import os
 import re
 import threading
@@ -72,11 +73,21 @@ class AuditLog:
         self._lock = threading.Lock()
         self._fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
         self._head_fd = os.open(self.head_path, os.O_RDWR | os.O_CREAT, 0o640)
-        self._size = -1
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            if os.fstat(self._head_fd).st_size < _HEAD_SIZE:
+                os.ftruncate(self._head_fd, _HEAD_SIZE)
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        # The head is memory-mapped: every process maps the same page, so reading it tells whether
+        # another process appended, and updating it costs no system call on each API call.
+        self._head = mmap.mmap(self._head_fd, _HEAD_SIZE)
+        self._known_head = b""
         self._seq = 0
         self._hash = GENESIS
 
     def close(self) -> None:
+        self._head.close()
         os.close(self._fd)
         os.close(self._head_fd)
 
@@ -89,17 +100,17 @@ class AuditLog:
         with self._lock:
             fcntl.flock(self._fd, fcntl.LOCK_EX)
             try:
-                size = os.fstat(self._fd).st_size
-                if size != self._size:
+                if self._head[:] != self._known_head:  # another process appended since our last record
                     self._seq, self._hash = self._read_head()
                 seq = self._seq + 1
                 body = b'{"seq":%d,"prevHash":"%s",%s' % (seq, self._hash.encode(), payload[1:])
                 digest = hashlib.sha256(self._hash.encode() + body).hexdigest()
                 # The hash goes last, outside the hashed bytes; `verify` strips it and rehashes.
-                line = body[:-1] + b',"hash":"' + digest.encode() + b'"}\n'
-                os.write(self._fd, line)
-                self._seq, self._hash, self._size = seq, digest, size + len(line)
-                os.pwrite(self._head_fd, f"{seq} {digest}".ljust(_HEAD_SIZE).encode(), 0)
+                os.write(self._fd, body[:-1] + b',"hash":"' + digest.encode() + b'"}\n')
+                head = b"%d %s" % (seq, digest.encode())
+                self._known_head = head.ljust(_HEAD_SIZE)
+                self._head[:] = self._known_head
+                self._seq, self._hash = seq, digest
             finally:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from kmsplan.errors import KMSError
 from kmsplan.policy import (
-    Grant, KeyFacts, Policy, PolicyError, Principal, Request, authorize, lockout_check, parse_policy,
+    Decision, Grant, KeyFacts, Policy, PolicyError, Principal, Request, authorize, lockout_check, parse_policy,
     parse_policy_cached, unknown_principals,
 )
 if TYPE_CHECKING:
@@ -93,15 +93,23 @@ def implied_attributes(action: str, spec: str, attributes: Mapping[str, object])
     return {**attributes, **added} if added else attributes
 
 
+_MAX_DECISIONS = 8192
+
+
 class Authorizer:
     """Decides calls for one opened store; caches key facts and grants per key."""
 
     def __init__(self, store) -> None:
         self.store = store
         self._facts: dict[tuple[str, str], tuple[KeyFacts, tuple[Grant, ...]]] = {}
+        # Decisions of `check` by everything they depend on. The evaluator is pure and uses no
+        # clock, so a decision holds until a policy, grant, tag, alias or principal changes, and
+        # every such change clears this cache with the facts (KeyStore.refresh).
+        self._decisions: dict[tuple, Decision] = {}
 
     def clear(self) -> None:
         self._facts.clear()
+        self._decisions.clear()
         self.store.registry.invalidate()
 
     def caller(self, arn: str) -> Principal:
@@ -137,10 +145,22 @@ class Authorizer:
     def check(self, principal: Principal, view: KeyView, action: str, encryption_context: Mapping[str, str],
               attributes: Mapping[str, object]) -> None:
         """Allow, or raise AccessDeniedException naming the caller, action and key."""
-        facts, grants = self.facts(view)
-        attributes = implied_attributes(action, facts.spec, attributes)
-        request = Request(action, principal, facts, encryption_context, attributes)
-        decision = authorize(request, parse_policy_cached(view.record.policy), grants)
+        record = view.record
+        try:
+            key: tuple | None = (principal.arn, record.region, record.key_id, record.policy, action,
+                                 tuple(encryption_context.items()), tuple(attributes.items()))
+            decision = self._decisions.get(key)
+        except TypeError:  # a list among the condition values (grant operations, tag keys): not cached
+            key, decision = None, None
+        if decision is None:
+            facts, grants = self.facts(view)
+            request = Request(action, principal, facts, encryption_context,
+                              implied_attributes(action, facts.spec, attributes))
+            decision = authorize(request, parse_policy_cached(record.policy), grants)
+            if key is not None:
+                if len(self._decisions) >= _MAX_DECISIONS:
+                    self._decisions.clear()
+                self._decisions[key] = decision
         if not decision.allowed:
             raise KMSError("AccessDeniedException",
                            f"User: {principal.arn} is not authorized to perform: {action} on resource: "

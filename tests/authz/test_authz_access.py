@@ -134,3 +134,29 @@ def test_analysis_follows_grant_and_policy_changes(world, payments_key):
         ["kms:DescribeKey"]
     world.put_policy(key["KeyId"], kp(stmt(ROOT, "kms:*")), {})  # no Deny: IAM decides for the account
     assert {p.principal for p in _analysis(world, key) if p.action == "kms:Decrypt"} == {ROOT, ADMIN, OPS}
+
+
+def test_the_same_call_follows_every_change_that_decides_it(world, payments_key):
+    """The store remembers decisions between identical calls; each kind of change that could turn
+    one (a grant made and revoked, a policy, a tag a condition reads, the principal's IAM policies)
+    is seen by the very next identical call."""
+    key, blobs = payments_key
+    key_id = key["KeyId"]
+    describe = lambda: _call(world, OPS, "kms:ListResourceTags", key, blobs)  # noqa: E731
+    world.register(*[p for p in PEOPLE if p.arn != OPS], who(OPS))            # OPS without IAM policies
+    assert describe() == DENIED and describe() == DENIED
+
+    grant = world.root.create_grant(KeyId=key_id, GranteePrincipal=OPS, Operations=["DescribeKey"])["GrantId"]
+    assert _call(world, OPS, "kms:DescribeKey", key, blobs) == ALLOWED
+    world.root.revoke_grant(KeyId=key_id, GrantId=grant)
+    assert _call(world, OPS, "kms:DescribeKey", key, blobs) == DENIED
+
+    world.register(*PEOPLE)                                                   # OPS gets kms:* from IAM
+    assert describe() == ALLOWED
+    world.put_policy(key_id, kp(stmt(ROOT, "kms:*"), stmt("*", "kms:ListResourceTags", effect="Deny",
+                                                             condition={"StringEquals": {"aws:ResourceTag/locked": "yes"}})), {})
+    assert describe() == ALLOWED
+    world.root.tag_resource(KeyId=key_id, Tags=[{"TagKey": "locked", "TagValue": "yes"}])
+    assert describe() == DENIED
+    world.root.untag_resource(KeyId=key_id, TagKeys=["locked"])
+    assert describe() == ALLOWED
