@@ -9,6 +9,8 @@ last cryptographic use of a key (from the audit log, for the deletion and disabl
 from __future__ import annotations
 
 import json
+import mmap
+import os
 import re
 from collections.abc import Iterable
 from datetime import datetime
@@ -18,38 +20,72 @@ from typing import Any, Protocol
 from kmsplan.errors import KmsplanError
 from kmsplan.policy import Principal
 from kmsplan.store import KeyStore
+from kmsplan.store.audit_query import CRYPTO_EVENTS
 
-#: operations that use key material: the audit records that count as "the key is in use"
-CRYPTO_EVENTS = frozenset({
-    "Encrypt", "Decrypt", "ReEncrypt", "GenerateDataKey", "GenerateDataKeyWithoutPlaintext",
-    "GenerateDataKeyPair", "GenerateDataKeyPairWithoutPlaintext", "Sign", "Verify", "GenerateMac",
-    "VerifyMac",
-})
-_EVENT_NAME = re.compile(rb'"eventName":"([A-Za-z]+)"')
+# The writer's fixed opening of every record (kmsplan.store.audit): the top-level eventTime and
+# eventName come before any caller-supplied value, so this anchored match cannot be fooled by an
+# encryption context that holds the same words.
+_OPENING = re.compile(rb'\{"seq":\d+,"prevHash":"[0-9a-f]{64}","eventVersion":"[^"]*","eventTime":"([^"]+)",'
+                      rb'"eventSource":"[^"]*","eventName":"([A-Za-z]+)"')
+# A candidate line: some crypto operation's name anywhere (the opening match then decides).
+_CRYPTO_NAME = re.compile(rb'"eventName"\s*:\s*"(?:' + b"|".join(sorted(e.encode() for e in CRYPTO_EVENTS)) + rb')"')
+# The resources of a successful call. A map of strings (all a caller can put in a record) cannot
+# produce `"resources":[`, so this finds the top-level field.
+_SUCCESS_RESOURCES = re.compile(rb'"resources":\[([^\]]*)\],"outcome":"Success"')
+_ARN = re.compile(rb'"ARN":"([^"]+)"')
+_CRYPTO_NAMES = frozenset(name.encode() for name in CRYPTO_EVENTS)
 
 
 def last_crypto_use(audit_path: str | Path, arns: Iterable[str]) -> dict[str, datetime]:
-    """The newest successful cryptographic operation on each of `arns`, from the audit log."""
-    wanted, found = set(arns), {}
+    """The newest successful cryptographic operation on each of `arns`, from the audit log.
+
+    Every plan reads the whole log, and most of it is reads a plan itself audited: the file is
+    memory-mapped and searched for crypto operations' names in one regular-expression pass, and
+    only the lines found are looked at, by their raw bytes (a line in another shape is parsed).
+    """
+    wanted = {arn.encode() for arn in arns}
+    last: dict[bytes, bytes] = {}
     if not wanted:
-        return found
+        return {}
     with open(audit_path, "rb") as log:
-        for raw in log:
-            # Most records are reads (a plan audits several per key): skip them unparsed.
-            match = _EVENT_NAME.search(raw)
-            if match is None or match.group(1).decode() not in CRYPTO_EVENTS:
-                continue
-            try:
-                record = json.loads(raw)
-            except ValueError:
-                continue
-            if "errorCode" in record:  # parsed: an encryption context may hold the word too
-                continue
-            for resource in record.get("resources") or ():
-                arn = resource.get("ARN")
-                if arn in wanted:
-                    found[arn] = datetime.fromisoformat(record["eventTime"].replace("Z", "+00:00"))
-    return found
+        if os.fstat(log.fileno()).st_size == 0:
+            return {}
+        with mmap.mmap(log.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            line_start = -1
+            for match in _CRYPTO_NAME.finditer(data):
+                start = data.rfind(b"\n", 0, match.start()) + 1
+                if start == line_start:
+                    continue  # a second name in a line already looked at
+                line_start = start
+                end = data.find(b"\n", match.end())
+                line = data[start:end if end >= 0 else len(data)]
+                for arn, when in _successful_uses(line):
+                    if arn in wanted:
+                        last[arn] = when
+    return {arn.decode(): datetime.fromisoformat(when.decode().replace("Z", "+00:00")) for arn, when in last.items()}
+
+
+def _successful_uses(line: bytes) -> list[tuple[bytes, bytes]]:
+    """(key ARN, eventTime) of a successful crypto operation recorded in `line`, else []."""
+    opening = _OPENING.match(line)
+    if opening is None:  # not the writer's shape (edited by hand?): decide on the parsed record
+        try:
+            record = json.loads(line)
+        except ValueError:
+            return []
+        if not isinstance(record, dict) or record.get("eventName") not in CRYPTO_EVENTS or "errorCode" in record:
+            return []
+        when = record.get("eventTime")
+        try:
+            datetime.fromisoformat(str(when).replace("Z", "+00:00"))
+        except ValueError:
+            return []
+        return [(str(r.get("ARN")).encode(), str(when).encode())
+                for r in record.get("resources") or () if isinstance(r, dict)]
+    if opening.group(2) not in _CRYPTO_NAMES:
+        return []
+    resources = _SUCCESS_RESOURCES.search(line)
+    return [(arn, opening.group(1)) for arn in _ARN.findall(resources.group(1))] if resources else []
 
 
 class Backend(Protocol):

@@ -9,11 +9,12 @@ no state file: `kmsplan:stack` names the stack, `kmsplan:address` the key's addr
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import datetime
+
+import orjson
 
 from kmsplan.errors import KMSError
 
@@ -102,10 +103,10 @@ class LiveState:
     def fingerprint(self) -> str:
         """SHA-256 of everything read: a saved plan is bound to it, so a moved store makes it stale."""
         owned = {(key.key_id, key.region) for key in self.keys}
-        data = {"keys": [_jsonable(_fields(key)) for key in self.keys],
-                "aliases": {r: {name: target for name, target in sorted(a.items()) if (target, r) in owned}
-                            for r, a in sorted(self.aliases.items())}}
-        return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+        data = {"keys": [_fields(key) for key in self.keys],
+                "aliases": {r: {name: target for name, target in a.items() if (target, r) in owned}
+                            for r, a in self.aliases.items()}}
+        return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS, default=str)).hexdigest()
 
     def by_address(self) -> dict[str, list[LiveKey]]:
         found: dict[str, list[LiveKey]] = {}
@@ -121,16 +122,6 @@ def _fields(value: object) -> object:
         return {f.name: _fields(getattr(value, f.name)) for f in fields(value)}
     if isinstance(value, (list, tuple)):
         return [_fields(v) for v in value]
-    return value
-
-
-def _jsonable(value: object) -> object:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in sorted(value.items(), key=lambda item: str(item[0]))}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, datetime):
-        return value.isoformat()
     return value
 
 

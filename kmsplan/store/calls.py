@@ -145,11 +145,16 @@ def check_state(view: KeyView, category: str) -> None:
         raise KMSError("DisabledException", f"{arn} is disabled.")
 
 
-def page(items: list, params: dict, marker_of: Callable[[object], str]) -> tuple[list, dict]:
-    """AWS pagination: Limit (1-1000, default 100) and an opaque Marker."""
+def page_limit(params: dict) -> int:
+    """A list operation's Limit: 1-1000, default 100."""
     from kmsplan.store.params import in_range
 
-    limit = in_range("Limit", params.get("Limit", 100), 1, 1000)
+    return in_range("Limit", params.get("Limit", 100), 1, 1000)
+
+
+def page(items: list, params: dict, marker_of: Callable[[object], str]) -> tuple[list, dict]:
+    """AWS pagination: Limit (1-1000, default 100) and an opaque Marker."""
+    limit = page_limit(params)
     start = 0
     if "Marker" in params:
         markers = [marker_of(item) for item in items]

@@ -245,6 +245,19 @@ class Metadata:
         rows = self.query(f"SELECT {_KEY_COLUMNS} FROM keys WHERE region = ? AND key_id = ?", (region, key_id))
         return _key_record(rows[0]) if rows else None
 
+    def key_ids_from(self, region: str, start: str, count: int) -> list[str]:
+        """Up to `count` key ids of a region in key-id order, from `start` on (inclusive): one
+        ListKeys page read through the primary key, whatever the number of keys."""
+        return [row[0] for row in self.query(
+            "SELECT key_id FROM keys WHERE region = ? AND key_id >= ? ORDER BY key_id LIMIT ?", (region, start, count))]
+
+    def key_and_version(self, region: str, key_id: str) -> tuple[KeyRecord, int] | None:
+        """A key's record and its newest material version (0 when it has none), in one query."""
+        rows = self.query(f"SELECT {_KEY_COLUMNS}, (SELECT MAX(version) FROM materials AS m WHERE m.region = "
+                          "keys.region AND m.key_id = keys.key_id) FROM keys WHERE region = ? AND key_id = ?",
+                          (region, key_id))
+        return (_key_record(rows[0][:-1]), rows[0][-1] or 0) if rows else None
+
     def keys_in(self, region: str) -> list[KeyRecord]:
         rows = self.query(f"SELECT {_KEY_COLUMNS} FROM keys WHERE region = ? ORDER BY key_id", (region,))
         return [_key_record(row) for row in rows]

@@ -124,22 +124,24 @@ class KeyStore:
         """Drop caches another process (or this one) made stale; run deletions/rotations now due."""
         generation = self.meta.generation()
         if generation != self._generation:
-            self._views.clear()
-            self.authz.clear()
-            self._next_event = self.meta.next_event()
+            self.drop_caches()
             self._generation = generation
         if self._next_event is not None and self.now().timestamp() >= self._next_event:
             self._maintain()
 
+    def drop_caches(self) -> None:
+        """Forget every cached key view, key fact and decision: as a newly opened store knows them."""
+        self._views.clear()
+        self.authz.clear()
+        self._next_event = self.meta.next_event()
+
     def view(self, region: str, key_id: str) -> KeyView | None:
         cached = self._views.get((region, key_id))
         if cached is None:
-            record = self.meta.key(region, key_id)
-            if record is None:
+            found = self.meta.key_and_version(region, key_id)
+            if found is None:
                 return None
-            versions = self.meta.materials(region, key_id)
-            cached = KeyView(record, versions[-1][0] if versions else 0)
-            self._views[(region, key_id)] = cached
+            cached = self._views[(region, key_id)] = KeyView(*found)
         return cached
 
     def token_for(self, region: str) -> Token:

@@ -116,8 +116,8 @@ def untag_resource(call: Call) -> dict:
 
 @operation("ListResourceTags", required=("KeyId",), optional=("Limit", "Marker"))
 def list_resource_tags(call: Call) -> dict:
-    record = call.key(allow_alias=False, state=ANY).record
-    items = sorted(call.store.meta.tags(record.region, record.key_id).items())
+    view = call.key(allow_alias=False, state=ANY)
+    items = sorted(call.store.authz.facts(view)[0].tags.items())  # the tags authorization just read
     chunk, extra = page(items, call.params, lambda item: item[0])
     return {"Tags": [{"TagKey": k, "TagValue": v} for k, v in chunk], **extra}
 

@@ -10,7 +10,7 @@ from functools import lru_cache
 from kmsplan.errors import KMSError
 from kmsplan.policy import KeyFacts
 from kmsplan.store import params as check
-from kmsplan.store.calls import ANY, PENDING, Call, operation, page
+from kmsplan.store.calls import ANY, PENDING, Call, operation, page_limit
 from kmsplan.store.db import KeyRecord, insert_key
 from kmsplan.store.keystore import KeyStore, to_datetime
 from kmsplan.store.specs import (
@@ -160,9 +160,16 @@ def describe_key(call: Call) -> dict:
 @operation("ListKeys", optional=("Limit", "Marker"))
 def list_keys(call: Call) -> dict:
     call.authorize_identity()
-    records = call.store.meta.keys_in(call.region)
-    chunk, extra = page(records, call.params, lambda record: record.key_id)
-    return {"Keys": [{"KeyId": r.key_id, "KeyArn": r.arn} for r in chunk], **extra}
+    limit = page_limit(call.params)
+    marker = call.params.get("Marker")
+    key_ids = call.store.meta.key_ids_from(call.region, marker or "", limit + 1)
+    if marker is not None and key_ids[:1] != [marker]:
+        raise KMSError("InvalidMarkerException", "The request was rejected because the marker is not valid")
+    extra: dict = {"Truncated": len(key_ids) > limit}
+    if len(key_ids) > limit:
+        extra["NextMarker"] = key_ids[limit]
+    arn = f"arn:aws:kms:{call.region}:{call.account}:key/"
+    return {"Keys": [{"KeyId": key_id, "KeyArn": arn + key_id} for key_id in key_ids[:limit]], **extra}
 
 
 def _set_state(call: Call, state: str) -> dict:

@@ -365,3 +365,25 @@ def test_a_replica_can_be_deleted_on_its_own(store, kms, clock):
     # and it can be replicated there again
     kms.replicate_key(KeyId=key_id, ReplicaRegion=second)
     assert replica.decrypt(CiphertextBlob=blob)["Plaintext"] == b"primary lives"
+
+
+def test_list_keys_pages_through_every_key_once_in_order(store, kms):
+    made = {kms.create_key()["KeyMetadata"]["KeyId"] for _ in range(3)}
+    seen: list[str] = []
+    marker = None
+    while True:
+        page = kms.list_keys(Limit=7, **({"Marker": marker} if marker else {}))
+        assert 0 < len(page["Keys"]) <= 7
+        for key in page["Keys"]:
+            assert key["KeyArn"] == f"arn:aws:kms:{kms.region}:{store.config.account}:key/{key['KeyId']}"
+        seen += [key["KeyId"] for key in page["Keys"]]
+        if not page["Truncated"]:
+            assert "NextMarker" not in page
+            break
+        marker = page["NextMarker"]
+    assert seen == sorted(set(seen)) and made <= set(seen)
+    with kms_error("InvalidMarkerException"):
+        kms.list_keys(Marker="not-a-key-id")
+    for limit in (0, 1001):
+        with kms_error("ValidationException", "limit"):
+            kms.list_keys(Limit=limit)
