@@ -83,6 +83,8 @@ CREATE TABLE IF NOT EXISTS grants (
     created REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS grants_by_key ON grants (region, key_id);
+CREATE INDEX IF NOT EXISTS aliases_of_key ON aliases (region, key_id, name);
+CREATE INDEX IF NOT EXISTS keys_by_id ON keys (key_id);
 -- next_event() runs after every write: without these it scans every key (10,000-key applies went superlinear)
 CREATE INDEX IF NOT EXISTS keys_by_deletion ON keys (deletion_date);
 CREATE INDEX IF NOT EXISTS keys_by_rotation ON keys (next_rotation) WHERE rotation_enabled = 1 AND state = 'Enabled';
