@@ -41,6 +41,7 @@ class BlobHeader:
     header: bytes  # the raw 38 header bytes, part of the AAD
 
 
+@lru_cache(maxsize=4096)
 def key_id_bytes(key_id: str) -> tuple[int, bytes]:
     if key_id.startswith("mrk-"):
         return 1, bytes.fromhex(key_id[4:])

@@ -84,6 +84,21 @@ def _text_ok(value: object) -> bool:
     return True
 
 
+def _plain(kind: str, value: object) -> bool:
+    """The common request values, settled without the general checks: bytes, ASCII strings and
+    maps of ASCII strings (joining raises TypeError on anything but strings)."""
+    if kind == _STR:
+        return type(value) is str and value.isascii()
+    if kind == _BYTES:
+        return type(value) is bytes
+    if kind == _MAP and type(value) is dict:
+        try:
+            return "".join(value).isascii() and "".join(value.values()).isascii()
+        except TypeError:
+            return False
+    return False
+
+
 def check_request(operation: str, params: dict, required: tuple[str, ...], allowed: frozenset[str]) -> dict:
     """Check names, presence and types; return the parameters with bytes normalised."""
     checked = {}
@@ -93,6 +108,9 @@ def check_request(operation: str, params: dict, required: tuple[str, ...], allow
                 f"Unknown parameter {name!r} for {operation}; valid parameters: {', '.join(sorted(allowed)) or 'none'}"
             )
         kind = PARAMETER_TYPES[name]
+        if _plain(kind, value):
+            checked[name] = value
+            continue
         if not _type_ok(kind, value):
             raise validation_error(f"Invalid type for parameter {name}: got {type(value).__name__}, expected {kind}")
         if kind in _TEXT_KINDS and not _text_ok(value):
