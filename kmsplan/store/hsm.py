@@ -94,7 +94,10 @@ class _Loaded:
         """
         self.library.reinitialize()
         for token in list(self.tokens):
-            token.open_session()
+            try:
+                token.open_session()
+            except TokenError:  # its token is gone (a deleted store): its own calls will say so
+                self.tokens.discard(token)
 
 
 _LOADED: _Loaded | None = None
@@ -155,6 +158,10 @@ class Token:
         self._pin = pin
         self.open_session()
         loaded.tokens.add(self)
+
+    def close(self) -> None:
+        """Leave the module's reload list (the store was closed); the session ends with the module."""
+        self._loaded.tokens.discard(self)
 
     def open_session(self) -> None:
         """Open the logged-in read/write session; forget every cached handle (they die with it)."""

@@ -91,6 +91,8 @@ class KeyStore:
     def close(self) -> None:
         self.meta.close()
         self.audit.close()
+        for token in self.tokens.values():
+            token.close()
 
     def __enter__(self) -> "KeyStore":
         return self
