@@ -100,25 +100,19 @@ class AuditLog:
         with self._lock:
             fcntl.flock(self._fd, fcntl.LOCK_EX)
             try:
-                if self._head[:] != self._known_head:  # another process appended since our last record
-                    self._seq, self._hash = self._read_head()
+                head = self._head[:]
+                if head != self._known_head:  # another process appended since our last record
+                    self._seq, self._hash = _parse_head(head)
                 seq = self._seq + 1
                 body = b'{"seq":%d,"prevHash":"%s",%s' % (seq, self._hash.encode(), payload[1:])
                 digest = hashlib.sha256(self._hash.encode() + body).hexdigest()
                 # The hash goes last, outside the hashed bytes; `verify` strips it and rehashes.
                 os.write(self._fd, body[:-1] + b',"hash":"' + digest.encode() + b'"}\n')
-                head = b"%d %s" % (seq, digest.encode())
-                self._known_head = head.ljust(_HEAD_SIZE)
+                self._known_head = (b"%d %s" % (seq, digest.encode())).ljust(_HEAD_SIZE)
                 self._head[:] = self._known_head
                 self._seq, self._hash = seq, digest
             finally:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
-
-    def _read_head(self) -> tuple[int, str]:
-        raw = os.pread(self._head_fd, _HEAD_SIZE, 0).decode(errors="replace").split()
-        if len(raw) == 2 and raw[0].isdigit():
-            return int(raw[0]), raw[1]
-        return 0, GENESIS
 
     # -- reading ----------------------------------------------------------------------------
     def records(self) -> Iterator[dict]:
@@ -153,11 +147,19 @@ class AuditLog:
                 if hashlib.sha256(previous.encode() + body).hexdigest() != claimed:
                     return count, ChainBreak(line_number, seq, "the record's content was altered")
                 previous, expected_seq, count = claimed, expected_seq + 1, count + 1
-        head_seq, head_hash = self._read_head()
+        head_seq, head_hash = _parse_head(self._head[:])
         if head_seq > count or (head_seq == count and count and head_hash != previous):
             return count, ChainBreak(count + 1, count + 1, f"records {count + 1}..{head_seq} were removed from "
                                                            "the end of the log")
         return count, None
+
+
+def _parse_head(raw: bytes) -> tuple[int, str]:
+    """The head file's last seq and hash; (0, GENESIS) for a new store's zero-filled head."""
+    fields = raw.decode(errors="replace").split()
+    if len(fields) == 2 and fields[0].isdigit():
+        return int(fields[0]), fields[1]
+    return 0, GENESIS
 
 
 _HASH_SUFFIX = re.compile(rb',"hash":"([0-9a-f]{64})"\}\r?\n?$')

@@ -192,8 +192,9 @@ class Token:
         return handle
 
     def _find(self, template: dict) -> list:
-        """Objects matching `template`, looking again when none does: the metadata says the object
-        exists, so a miss is this process's stale view of a file another process just wrote."""
+        """Objects matching `template`, looking again when none does: callers ask for objects the
+        metadata records (or, destroying, may record), so a miss may be this process's stale view
+        of a file another process just wrote, and leaving material behind is worse than a reload."""
         found = list(self._session.get_objects(template))
         for pause in (0.01, 0.05):
             if found:
